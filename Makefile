@@ -1,0 +1,48 @@
+# Two commands from a fresh clone: `make demo` and `make test`. Each sets itself up.
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+DEMO_DIR := demo
+
+.PHONY: setup demo-deps test-deps demo demo-data demo-clean demo-train demo-serve test lint format
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet -r requirements.txt
+	touch $@
+
+# Debian packages: graphviz draws the model architecture; chromium runs the browser test.
+demo-deps:
+	@command -v dot >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq graphviz; }
+
+test-deps: demo-deps
+	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
+
+# The whole pipeline on a small synthetic demo dataset, in $(DEMO_DIR)/ with the default layout.
+demo: setup demo-deps demo-data demo-clean demo-train demo-serve
+
+demo-data: setup
+	@echo "demo-data: not built yet"
+
+demo-clean: setup
+	@echo "demo-clean: not built yet"
+
+demo-train: setup
+	@echo "demo-train: not built yet"
+
+demo-serve: setup
+	@echo "demo-serve: not built yet"
+
+lint: setup
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+
+format: setup
+	$(PYTHON) -m ruff format .
+	$(PYTHON) -m ruff check --fix .
+
+test: setup test-deps lint
+	$(PYTHON) -m pytest

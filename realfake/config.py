@@ -1,0 +1,35 @@
+"""Default folders, class names, seed, image size and model path: the one place they are defined."""
+
+from pathlib import Path
+
+DATA_DIR = Path("data")
+RAW_DIR = DATA_DIR / "raw"
+INTERIM_DIR = DATA_DIR / "interim"
+CIFAKE_RAW_DIR = RAW_DIR / "cifake"
+FAKE_OR_REAL_RAW_DIR = RAW_DIR / "fake_or_real"
+CIFAKE_SPLIT_DIR = INTERIM_DIR / "cifake"
+FAKE_OR_REAL_SPLIT_DIR = INTERIM_DIR / "fake_or_real"
+AUGMENTED_TRAIN_DIR = DATA_DIR / "augmented_train"
+
+SPLITS = ("train", "validation", "test")
+
+# Alphabetical, so the label index matches Keras's directory ordering: Fake = 0, Real = 1.
+CLASS_NAMES = ("Fake", "Real")
+POSITIVE_CLASS = "Fake"
+
+# Folder names recognised as each class, compared case-insensitively.
+CLASS_ALIASES = {
+    "Fake": frozenset(
+        {"fake", "fake_images", "fakes", "generatedart", "generated", "ai", "synthetic"}
+    ),
+    "Real": frozenset({"real", "real_images", "reals", "realart"}),
+}
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+
+SEED = 42
+IMAGE_SIZE = 32
+
+MODELS_DIR = Path("models")
+MODEL_PATH = MODELS_DIR / "ai_real_image_classifier_resnet101.h5"
+METRICS_DIR = Path("metrics_graphs")

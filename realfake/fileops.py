@@ -1,0 +1,92 @@
+"""Safe file operations: hard links with a copy fallback, atomic writes, and stage outputs that
+appear only when complete, so a stage killed at any moment can simply be run again."""
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from realfake.errors import PipelineError
+
+STAMP_NAME = ".realfake-stage.json"
+
+
+def link_or_copy(source: Path, destination: Path) -> None:
+    """Hard-link `source` to `destination`, copying where the filesystem cannot link."""
+    try:
+        os.link(source, destination)
+    except OSError:
+        shutil.copy2(source, destination)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a file so that readers see either the old content or all of the new."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a UTF-8 text file atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def file_digest(path: Path) -> str:
+    """Return the SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_stamp(folder: Path) -> dict | None:
+    """Return the stamp a finished stage left in `folder`, or None."""
+    try:
+        return json.loads((folder / STAMP_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def destination_is_done(destination: Path, stamp: dict) -> bool:
+    """True when `destination` holds this stage's finished output made with the same settings.
+
+    A missing or empty destination returns False; any other content raises PipelineError, so a
+    stage never mixes its output with files it did not write.
+    """
+    if not destination.exists():
+        return False
+    if not destination.is_dir():
+        raise PipelineError(f"destination {destination} exists and is not a folder")
+    if not any(destination.iterdir()):
+        return False
+    if read_stamp(destination) == stamp:
+        return True
+    raise PipelineError(
+        f"destination {destination} already exists with other content; "
+        "remove it or choose another destination"
+    )
+
+
+@contextmanager
+def staged_directory(destination: Path, stamp: dict) -> Iterator[Path]:
+    """Build a folder in a hidden sibling and rename it to `destination` only when complete.
+
+    Leftovers of an interrupted run are discarded first, so a re-run gives exactly the result of
+    an uninterrupted one. The stamp written last lets a re-run recognise finished output.
+    """
+    staging = destination.parent / f".{destination.name}.partial"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    yield staging
+    atomic_write_text(staging / STAMP_NAME, json.dumps(stamp, indent=2, sort_keys=True) + "\n")
+    if destination.exists():
+        destination.rmdir()  # empty: destination_is_done allowed only that
+    os.rename(staging, destination)

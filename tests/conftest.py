@@ -1,0 +1,54 @@
+"""Shared fixtures: tiny generated images and folder trees; nothing here reads real datasets."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def write_image(path: Path, seed: int, size: int = 32, image_format: str | None = None) -> Path:
+    """Write a small random RGB image (JPEG or PNG by extension) and return its path."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path, format=image_format)
+    return path
+
+
+def make_tree(root: Path, counts: dict[str, int], extension: str = ".jpg", seed: int = 0) -> Path:
+    """Create `root/<relative folder>/img_<k><extension>` for each folder and count given."""
+    for offset, (folder, count) in enumerate(sorted(counts.items())):
+        for index in range(count):
+            write_image(
+                root / folder / f"img_{index:04d}{extension}",
+                seed * 100_003 + offset * 10_007 + index,
+            )
+    return root
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under `root` (relative path -> bytes), to compare trees exactly."""
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+@pytest.fixture
+def image_tree(tmp_path):
+    """A factory for class-folder trees of small random images under tmp_path."""
+
+    def factory(counts: dict[str, int], name: str = "tree", **kwargs) -> Path:
+        return make_tree(tmp_path / name, counts, **kwargs)
+
+    return factory
+
+
+@pytest.fixture
+def cifake_sample_archive() -> Path:
+    """The real CIFAKE sample archive, or a skip where it is not available."""
+    path = os.environ.get("CIFAKE_SAMPLE_ARCHIVE")
+    if not path or not Path(path).is_file():
+        pytest.skip("CIFAKE_SAMPLE_ARCHIVE not set or missing")
+    return Path(path)
