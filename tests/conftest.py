@@ -75,3 +75,17 @@ def saved_model(tmp_path_factory) -> Path:
         },
     )
     return path
+
+
+@pytest.fixture(scope="session")
+def app(saved_model):
+    """The Flask app serving `saved_model`, created (and its model loaded) once per session."""
+    from realfake.webapp import create_app
+
+    return create_app({"MODEL_PATH": str(saved_model)})
+
+
+@pytest.fixture
+def client(app):
+    """A Flask test client for the session's app."""
+    return app.test_client()
