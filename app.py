@@ -1,0 +1,107 @@
+"""Serve the saved classifier: an upload page for people and a JSON API for programs.
+
+Reads the model (default models/ai_real_image_classifier_resnet101.h5) and its model card (the
+same path with .json); writes nothing. Without a model it still starts and says how to train one.
+
+    python app.py --model models/ai_real_image_classifier_resnet101.h5 --port 5000
+
+The app factory serves other servers too: `flask --app app run`, or
+`gunicorn -w 2 -b 127.0.0.1:8000 "app:create_app()"` (REALFAKE_MODEL_PATH picks the model).
+`--check` loads the model, answers one request with a generated image and exits.
+"""
+
+import argparse
+import io
+import sys
+
+import realfake  # noqa: F401  (sets TensorFlow's defaults before it is imported)
+from realfake.cli import report_errors
+from realfake.config import MODEL_PATH
+from realfake.errors import PipelineError
+from realfake.webapp import DEFAULTS, create_app
+
+__all__ = ["create_app", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--model", default=str(MODEL_PATH), help=f"saved .h5 model (default: {MODEL_PATH})"
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)"
+    )
+    parser.add_argument("--port", type=int, default=5000, help="port to listen on (default: 5000)")
+    parser.add_argument(
+        "--max-files",
+        type=int,
+        default=DEFAULTS["MAX_FILES"],
+        help=f"most images per request (default: {DEFAULTS['MAX_FILES']})",
+    )
+    parser.add_argument(
+        "--max-megabytes",
+        type=float,
+        default=DEFAULTS["MAX_CONTENT_LENGTH"] / (1024 * 1024),
+        help="largest request body in MB (default: %(default)g)",
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="Flask debug mode; never on a public address (default: off)",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="load the model, answer one request with a generated image, print it and exit",
+    )
+    return parser
+
+
+def _check(app) -> int:
+    """One API request through the test client, as a smoke test of a trained model."""
+    import numpy as np
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    pixels = np.random.default_rng(0).integers(0, 256, size=(64, 64, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    response = app.test_client().post(
+        "/api/predict", data={"file": (io.BytesIO(buffer.getvalue()), "noise.png")}
+    )
+    body = response.get_json()
+    if response.status_code != 200:
+        raise PipelineError(body.get("error", f"status {response.status_code}"))
+    answer = body["predictions"][0]
+    print(
+        f"model answers: {answer['filename']} -> {answer['label']} "
+        f"(probability_fake {answer['probability_fake']:.4f}, threshold {answer['threshold']:.4f})"
+    )
+    return 0
+
+
+@report_errors
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not 0 < args.port < 65536:
+        parser.error(f"--port must be between 1 and 65535, not {args.port}")
+    if args.max_files < 1:
+        parser.error("--max-files must be at least 1")
+    if args.max_megabytes <= 0:
+        parser.error("--max-megabytes must be positive")
+    app = create_app(
+        {
+            "MODEL_PATH": args.model,
+            "MAX_FILES": args.max_files,
+            "MAX_CONTENT_LENGTH": int(args.max_megabytes * 1024 * 1024),
+        }
+    )
+    if args.check:
+        return _check(app)
+    print(f"serving {args.model} on http://{args.host}:{args.port}/ (Ctrl+C stops)")
+    app.run(host=args.host, port=args.port, debug=args.debug, threaded=True, use_reloader=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,538 @@
+"""The Flask app through its test client: every route, every error status, each kind of upload."""
+
+import base64
+import io
+import json
+import re
+import shutil
+import struct
+import threading
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from realfake.images import load_rgb
+from realfake.modelcard import save_card
+from realfake.serving import GRAD_CAM_MIN_SIDE, Predictor
+from realfake.webapp import EXTENSION, create_app
+
+
+def random_pixels(seed: int, height: int = 32, width: int = 32) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+
+
+def encode(image: Image.Image | np.ndarray, image_format: str, **options) -> bytes:
+    """An image's file bytes in `image_format`, made in memory."""
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format, **options)
+    return buffer.getvalue()
+
+
+def model_probability(app, data: bytes) -> float:
+    """probability_fake computed directly: the Keras model on load_rgb, no app code involved."""
+    predictor = app.extensions[EXTENSION].get()
+    pixels = load_rgb(data, predictor.image_size)[None].astype(np.float32)
+    return float(predictor.model(pixels, training=False).numpy()[0, 0])
+
+
+def post_files(client, files: list[tuple[bytes, str]], url: str = "/api/predict"):
+    data = {"file": [(io.BytesIO(content), name) for content, name in files]}
+    return client.post(url, data=data, content_type="multipart/form-data")
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that claims `width` x `height` pixels: a bomb's header, with no pixel data at all."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def bilevel_png_bomb(side: int) -> bytes:
+    """A real decompression bomb: a side x side black PNG, a few hundred kB on disk."""
+    row = b"\x00" + b"\x00" * ((side + 7) // 8)
+    pixels = zlib.compress(row * side, 9)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+
+
+# --- routes -------------------------------------------------------------------------------------
+
+
+def test_index_page_has_the_form_and_the_model_card(client):
+    response = client.get("/")
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    assert 'enctype="multipart/form-data"' in html
+    assert re.search(r'<input[^>]+type="file"[^>]+name="file"[^>]+multiple', html)
+    assert "About this model" in html
+    assert "resized to 32x32 pixels" in html
+    assert "Decision threshold: 50.0%" in html
+    assert "other generators" in html  # the caveat
+    assert "No test metrics are recorded" in html  # the fixture's card has none
+
+
+def test_page_loads_nothing_from_other_sites(client):
+    html = client.get("/").get_data(as_text=True)
+    references = re.findall(r'(?:src|href|action)="([^"]+)"', html)
+    assert references and all(reference.startswith("/") for reference in references)
+    for reference in references:
+        if reference.startswith("/static/"):
+            assert client.get(reference).status_code == 200
+    policy = client.get("/").headers["Content-Security-Policy"]
+    assert "default-src 'self'" in policy
+
+
+def test_health_reports_the_loaded_model(client, saved_model):
+    response = client.get("/health")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["status"] == "ok"
+    assert body["model"] == str(saved_model)
+    assert body["image_size"] == 32 and body["threshold"] == 0.5
+    assert body["heatmap_method"].startswith("SmoothGrad")
+
+
+def test_api_predicts_one_file_as_the_model_does(app, client):
+    data = encode(random_pixels(1), "PNG")
+    response = post_files(client, [(data, "photo.png")])
+    assert response.status_code == 200
+    (answer,) = response.get_json()["predictions"]
+    assert set(answer) == {
+        "filename",
+        "label",
+        "probability_fake",
+        "probability_real",
+        "threshold",
+    }
+    assert answer["filename"] == "photo.png"
+    assert answer["probability_fake"] == pytest.approx(model_probability(app, data), abs=1e-6)
+    assert answer["probability_fake"] + answer["probability_real"] == pytest.approx(1, abs=1e-6)
+    assert answer["threshold"] == 0.5
+    expected_label = "Fake" if answer["probability_fake"] >= 0.5 else "Real"
+    assert answer["label"] == expected_label
+
+
+def test_api_answers_several_files_in_order(app, client):
+    files = [(encode(random_pixels(seed), "PNG"), f"image_{seed}.png") for seed in range(5)]
+    response = post_files(client, files)
+    assert response.status_code == 200
+    answers = response.get_json()["predictions"]
+    assert [answer["filename"] for answer in answers] == [name for _, name in files]
+    expected = [model_probability(app, data) for data, _ in files]
+    assert [answer["probability_fake"] for answer in answers] == pytest.approx(expected, abs=1e-6)
+    # Different images get different answers, so the comparison above is not trivially true.
+    assert max(expected) - min(expected) > 1e-4
+
+
+def test_api_returns_a_heatmap_on_request(client):
+    response = client.post(
+        "/api/predict?heatmap=1",
+        data={"file": (io.BytesIO(encode(random_pixels(2), "PNG")), "a.png")},
+    )
+    assert response.status_code == 200
+    (answer,) = response.get_json()["predictions"]
+    assert answer["heatmap_method"].startswith("SmoothGrad")
+    prefix = "data:image/png;base64,"
+    assert answer["heatmap"].startswith(prefix)
+    with Image.open(io.BytesIO(base64.b64decode(answer["heatmap"][len(prefix) :]))) as image:
+        assert image.size == (256, 256) and image.mode == "RGB"
+
+
+def test_upload_page_shows_verdict_probability_threshold_and_heatmap(app, client):
+    data = encode(random_pixels(3), "JPEG", quality=95)
+    response = post_files(client, [(data, "holiday.jpg")], url="/")
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    probability = model_probability(app, data)
+    verdict = "AI-generated" if probability >= 0.5 else "Real"
+    assert f'<p class="verdict">{verdict}</p>' in html
+    shown = float(re.search(r'data-probability="([0-9.]+)"', html).group(1))
+    assert shown == pytest.approx(probability, abs=1e-6)
+    assert f"{100 * probability:.1f}%" in html
+    assert "Decision threshold: <span" in html and "50.0%" in html
+    assert html.count("data:image/png;base64,") == 2  # the image and its heatmap, inline
+    assert "holiday.jpg" in html
+
+
+def test_upload_page_reports_a_bad_file_beside_good_ones(client):
+    files = [(encode(random_pixels(4), "PNG"), "good.png"), (b"hello", "notes.png")]
+    response = post_files(client, files, url="/")
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    assert html.count('class="verdict"') == 1
+    assert re.search(r'class="error file-error">not an image', html)
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "message"),
+    [
+        (None, 400, "no file"),
+        (b"\x00not an image at all", 400, "not an image"),
+    ],
+)
+def test_upload_page_errors_are_friendly(client, data, status, message):
+    files = [] if data is None else [(data, "x.jpg")]
+    response = post_files(client, files, url="/")
+    assert response.status_code == status
+    html = response.get_data(as_text=True)
+    assert message in html and "<form" in html and "Traceback" not in html
+
+
+def test_unknown_routes_and_methods_answer_json_on_the_api(client):
+    response = client.get("/api/predict")
+    assert response.status_code == 405
+    assert response.get_json()["status"] == 405
+    response = client.get("/api/nothing")
+    assert response.status_code == 404 and "error" in response.get_json()
+    response = client.get("/nothing")
+    assert response.status_code == 404 and "<form" in response.get_data(as_text=True)
+
+
+# --- kinds of upload ----------------------------------------------------------------------------
+
+
+def _gif_first_frame_differs() -> tuple[bytes, bytes]:
+    frames = [Image.fromarray(random_pixels(seed)).convert("P") for seed in (10, 11)]
+    animated = io.BytesIO()
+    frames[0].save(animated, format="GIF", save_all=True, append_images=frames[1:], duration=100)
+    first = encode(frames[0].convert("RGB"), "PNG")
+    return animated.getvalue(), first
+
+
+def _cmyk_jpeg() -> bytes:
+    return encode(Image.fromarray(random_pixels(12)).convert("CMYK"), "JPEG", quality=95)
+
+
+def _sixteen_bit_png() -> bytes:
+    values = np.random.default_rng(13).integers(0, 65536, size=(32, 32), dtype=np.uint16)
+    return encode(Image.fromarray(values), "PNG")
+
+
+def _rgba_png() -> bytes:
+    pixels = np.random.default_rng(14).integers(0, 256, size=(32, 32, 4), dtype=np.uint8)
+    return encode(Image.fromarray(pixels, mode="RGBA"), "PNG")
+
+
+UPLOADS = {
+    "jpeg": lambda: encode(random_pixels(20, 48, 40), "JPEG"),
+    "png": lambda: encode(random_pixels(21), "PNG"),
+    "webp": lambda: encode(random_pixels(22), "WEBP", lossless=True),
+    "bmp": lambda: encode(random_pixels(23), "BMP"),
+    "tiff": lambda: encode(random_pixels(24), "TIFF"),
+    "gif": lambda: encode(Image.fromarray(random_pixels(25)).convert("P"), "GIF"),
+    "rgba": _rgba_png,
+    "grayscale": lambda: encode(Image.fromarray(random_pixels(26)).convert("L"), "PNG"),
+    "palette": lambda: encode(Image.fromarray(random_pixels(27)).convert("P"), "PNG"),
+    "cmyk": _cmyk_jpeg,
+    "16-bit": _sixteen_bit_png,
+    "large": lambda: encode(random_pixels(28, 900, 1200), "JPEG"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(UPLOADS))
+def test_each_kind_of_upload_is_accepted_and_decoded_as_in_training(app, client, kind):
+    data = UPLOADS[kind]()
+    response = post_files(client, [(data, "upload.bin")])  # the name says nothing of the type
+    assert response.status_code == 200, response.get_json()
+    (answer,) = response.get_json()["predictions"]
+    assert answer["probability_fake"] == pytest.approx(model_probability(app, data), abs=1e-6)
+
+
+def test_gif_uses_its_first_frame(client):
+    animated, first_frame = _gif_first_frame_differs()
+    answers = [
+        post_files(client, [(data, "x")]).get_json()["predictions"][0]["probability_fake"]
+        for data in (animated, first_frame)
+    ]
+    assert answers[0] == pytest.approx(answers[1], abs=1e-6)
+
+
+def test_exif_orientation_is_applied(client):
+    pixels = random_pixels(30, 24, 40)
+    tagged = Image.fromarray(pixels)
+    exif = tagged.getexif()
+    exif[0x0112] = 6  # stored sideways: viewers turn it 90 degrees clockwise
+    tagged_bytes = encode(tagged, "PNG", exif=exif)
+    upright_bytes = encode(np.rot90(pixels, k=-1), "PNG")
+    answers = [
+        post_files(client, [(data, "x.png")]).get_json()["predictions"][0]["probability_fake"]
+        for data in (tagged_bytes, upright_bytes, encode(pixels, "PNG"))
+    ]
+    assert answers[0] == pytest.approx(answers[1], abs=1e-6)
+    assert abs(answers[0] - answers[2]) > 1e-6  # ignoring the tag would give this one
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+
+def _truncated_png() -> bytes:
+    return encode(random_pixels(40, 64, 64), "PNG")[:-200]
+
+
+def _truncated_jpeg() -> bytes:
+    data = encode(random_pixels(41, 64, 64), "JPEG")
+    return data[: len(data) // 2]
+
+
+@pytest.mark.parametrize(
+    ("files", "status", "message"),
+    [
+        ([], 400, "no file"),
+        ([(b"", "empty.jpg")], 400, "the file is empty"),
+        ([(b"just some text, no pixels", "photo.jpg")], 400, "not an image"),
+        ([(b"%PDF-1.4\n%...", "doc.png")], 400, "not an image"),
+        ([(_truncated_png(), "cut.png")], 400, "truncated or corrupt"),
+        ([(_truncated_jpeg(), "cut.jpg")], 400, "truncated or corrupt"),
+        ([(encode(random_pixels(42), "PPM"), "photo.jpg")], 415, "unsupported image type PPM"),
+        ([(encode(random_pixels(43), "ICO"), "icon.png")], 415, "unsupported image type ICO"),
+        ([(png_header_only(8000, 7000), "wide.png")], 413, "56,000,000 pixels"),
+        ([(bilevel_png_bomb(20_000), "bomb.png")], 413, "the limit is 50,000,000 pixels"),
+    ],
+)
+def test_api_rejects_bad_uploads_by_content(client, files, status, message):
+    response = post_files(client, files)
+    assert response.status_code == status
+    body = response.get_json()
+    assert body["status"] == status and message in body["error"]
+
+
+def test_api_names_the_bad_file_among_several(client):
+    files = [(encode(random_pixels(44), "PNG"), "fine.png"), (b"nope", "broken.png")]
+    response = post_files(client, files)
+    assert response.status_code == 400
+    assert response.get_json()["filename"] == "broken.png"
+
+
+def test_api_ignores_fields_with_other_names(client):
+    response = client.post("/api/predict", data={"image": (io.BytesIO(b"x"), "a.png")})
+    assert response.status_code == 400 and "no file" in response.get_json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [(b"\x89PNG raw bytes", "image/png"), (json.dumps({"file": "x"}), "application/json")],
+)
+def test_api_wants_multipart(client, body, content_type):
+    response = client.post("/api/predict", data=body, content_type=content_type)
+    assert response.status_code == 415
+    assert "multipart/form-data" in response.get_json()["error"]
+
+
+def test_api_rejects_uploads_over_the_size_limit(client):
+    too_big = b"\xff\xd8" + bytes(10 * 1024 * 1024)
+    response = post_files(client, [(too_big, "huge.jpg")])
+    assert response.status_code == 413
+    assert "at most 10 MB" in response.get_json()["error"]
+    response = post_files(client, [(too_big, "huge.jpg")], url="/")
+    assert response.status_code == 413
+    assert "at most 10 MB" in response.get_data(as_text=True)
+
+
+def test_api_rejects_too_many_files(app, client, monkeypatch):
+    monkeypatch.setitem(app.config, "MAX_FILES", 3)
+    files = [(encode(random_pixels(seed), "PNG"), f"{seed}.png") for seed in range(4)]
+    response = post_files(client, files)
+    assert response.status_code == 413
+    assert response.get_json()["error"] == "too many files: 4; at most 3 per request"
+    assert post_files(client, files[:3]).status_code == 200
+
+
+def test_pixel_bound_is_configurable(app, client, monkeypatch):
+    monkeypatch.setitem(app.config, "MAX_IMAGE_PIXELS", 32 * 32)
+    assert post_files(client, [(encode(random_pixels(45), "PNG"), "a.png")]).status_code == 200
+    response = post_files(client, [(encode(random_pixels(46, 33, 32), "PNG"), "b.png")])
+    assert response.status_code == 413
+
+
+def test_uploads_are_never_spooled_to_disk(client, monkeypatch):
+    import tempfile
+
+    import werkzeug.formparser
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("an upload was about to be written to a temporary file")
+
+    monkeypatch.setattr(werkzeug.formparser, "SpooledTemporaryFile", refuse)
+    monkeypatch.setattr(tempfile, "SpooledTemporaryFile", refuse)
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+    big = encode(random_pixels(47, 600, 600), "PNG")  # Werkzeug spools anything over 500 kB
+    assert len(big) > 600_000
+    assert post_files(client, [(big, "big.png")]).status_code == 200
+
+
+def test_unexpected_failures_never_show_a_traceback(app, client, monkeypatch):
+    predictor = app.extensions[EXTENSION].get()
+
+    def fail(images):
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr(predictor, "predict_arrays", fail)
+    for url in ("/api/predict", "/"):
+        response = post_files(client, [(encode(random_pixels(48), "PNG"), "a.png")], url=url)
+        assert response.status_code == 500
+        text = response.get_data(as_text=True)
+        assert "secret" not in text and "Traceback" not in text
+    assert response.status_code == 500 and "internal error" in text
+
+
+def test_concurrent_requests_get_their_own_answers(app):
+    images = [encode(random_pixels(60 + index), "PNG") for index in range(8)]
+    expected = [model_probability(app, data) for data in images]
+    answers: dict[int, list[float]] = {index: [] for index in range(len(images))}
+    failures = []
+
+    def worker(index: int) -> None:
+        client = app.test_client()
+        for _ in range(3):
+            response = post_files(client, [(images[index], f"{index}.png")])
+            if response.status_code != 200:
+                failures.append(response.status_code)
+                return
+            answers[index].append(response.get_json()["predictions"][0]["probability_fake"])
+
+    threads = [threading.Thread(target=worker, args=(index,)) for index in range(len(images))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
+    for index, values in answers.items():
+        assert values == pytest.approx([expected[index]] * 3, abs=1e-6)
+
+
+# --- the model file: missing, appearing, read once ------------------------------------------------
+
+
+def test_without_a_model_the_app_says_how_to_train_one(tmp_path):
+    missing_app = create_app({"MODEL_PATH": str(tmp_path / "models" / "none.h5")})
+    client = missing_app.test_client()
+    health = client.get("/health")
+    assert health.status_code == 503
+    assert "python model_training.py" in health.get_json()["error"]
+    response = post_files(client, [(encode(random_pixels(50), "PNG"), "a.png")])
+    assert response.status_code == 503
+    assert "no model at" in response.get_json()["error"]
+    page = client.get("/")
+    assert page.status_code == 200
+    assert "No model to ask yet" in page.get_data(as_text=True)
+    assert post_files(
+        client, [(encode(random_pixels(50), "PNG"), "a.png")], url="/"
+    ).status_code == (503)
+
+
+def test_model_is_loaded_once_with_its_card_and_found_once_trained(tmp_path, saved_model):
+    model_path = tmp_path / "models" / "classifier.h5"
+    late_app = create_app({"MODEL_PATH": str(model_path)})
+    client = late_app.test_client()
+    assert client.get("/health").status_code == 503
+    model_path.parent.mkdir()
+    shutil.copy(saved_model, model_path)
+    save_card(
+        model_path,
+        {
+            "class_names": ["Fake", "Real"],
+            "image_size": 32,
+            "threshold": 0.25,
+            "training_data": {"train": {"Fake": 1200, "Real": 1300}},
+            "test_metrics": {"accuracy": 0.875, "auc": 0.93},
+        },
+    )
+    assert client.get("/health").get_json()["threshold"] == 0.25
+    predictor = late_app.extensions[EXTENSION].get()
+    response = post_files(client, [(encode(random_pixels(51), "PNG"), "a.png")])
+    (answer,) = response.get_json()["predictions"]
+    assert answer["threshold"] == 0.25
+    assert answer["label"] == ("Fake" if answer["probability_fake"] >= 0.25 else "Real")
+    assert late_app.extensions[EXTENSION].get() is predictor
+    html = client.get("/").get_data(as_text=True)
+    assert "1,200" in html and "1,300" in html and "accuracy 0.875" in html
+    assert "Decision threshold: 25.0%" in html
+
+
+def test_broken_model_file_is_a_503_with_its_reason(tmp_path):
+    model_path = tmp_path / "broken.h5"
+    model_path.write_bytes(b"not hdf5")
+    client = create_app({"MODEL_PATH": str(model_path)}).test_client()
+    response = client.get("/health")
+    assert response.status_code == 503
+    assert "cannot be loaded" in response.get_json()["error"]
+
+
+# --- heatmaps -----------------------------------------------------------------------------------
+
+
+def test_smoothgrad_saliency_at_small_input(app):
+    predictor = app.extensions[EXTENSION].get()
+    assert predictor.feature_side < GRAD_CAM_MIN_SIDE
+    heatmap = predictor.heatmap(random_pixels(70))
+    assert heatmap.values.shape == (32, 32)
+    assert heatmap.values.min() >= 0 and heatmap.values.max() == pytest.approx(1.0)
+    assert heatmap.values.std() > 0.05  # a map with structure, not a flat field
+
+
+@pytest.mark.slow
+def test_grad_cam_at_large_input(tmp_path):
+    from realfake.model import build_model
+
+    model_path = tmp_path / "large.h5"
+    build_model(image_size=224, weights="none", dense_units=16).save(model_path)
+    predictor = Predictor(model_path, smoothgrad_samples=2)
+    assert predictor.feature_side == 7
+    assert predictor.heatmap_method.startswith("Grad-CAM")
+    pixels = random_pixels(71, 224, 224)
+    # The replayed chain that Grad-CAM differentiates is the model itself.
+    replay = predictor._head(predictor._base(predictor._front(pixels[None].astype(np.float32))))
+    direct = predictor.model(pixels[None].astype(np.float32), training=False)
+    assert np.allclose(replay.numpy(), direct.numpy(), atol=1e-6)
+    heatmap = predictor.heatmap(pixels)
+    assert heatmap.values.shape == (224, 224)
+    assert heatmap.values.min() >= 0 and heatmap.values.max() <= 1
+
+
+# --- app.py -------------------------------------------------------------------------------------
+
+
+def test_app_script_help_and_usage_errors(capsys):
+    import app as app_script
+
+    with pytest.raises(SystemExit) as exit_info:
+        app_script.main(["--help"])
+    assert exit_info.value.code == 0
+    help_text = capsys.readouterr().out
+    assert "default: 127.0.0.1" in help_text and "default: 5000" in help_text
+    with pytest.raises(SystemExit) as exit_info:
+        app_script.main(["--port", "70000"])
+    assert exit_info.value.code == 2
+    assert "--port must be between" in capsys.readouterr().err
+
+
+def test_app_script_check_without_a_model_is_one_line(tmp_path, capsys):
+    import app as app_script
+
+    assert app_script.main(["--model", str(tmp_path / "none.h5"), "--check"]) == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("error: no model at") and "model_training.py" in error
+
+
+def test_app_module_exposes_the_factory_for_flask_and_gunicorn():
+    import app as app_script
+    from realfake import webapp
+
+    assert app_script.create_app is webapp.create_app
