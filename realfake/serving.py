@@ -291,8 +291,14 @@ def png_data_uri(pixels: np.ndarray) -> str:
 
 
 def thumbnail(pixels: np.ndarray, max_side: int = 256) -> np.ndarray:
-    """A copy no larger than `max_side`, keeping the aspect ratio, for display."""
+    """A copy for display: large images shrunk to `max_side`, tiny ones enlarged pixel by pixel."""
     image = Image.fromarray(pixels)
+    factor = max_side // max(image.size)
+    if factor > 1:
+        # Square pixels show what a 32x32 image really holds; smoothing would invent detail.
+        return np.asarray(
+            image.resize((image.width * factor, image.height * factor), Image.NEAREST)
+        )
     image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     return np.asarray(image)
 
