@@ -25,7 +25,12 @@ test-deps: demo-deps
 demo: setup demo-deps demo-data demo-clean demo-train demo-serve
 
 demo-data: setup
-	@echo "demo-data: not built yet"
+	$(PYTHON) make_demo_data.py --dest $(DEMO_DIR)/archives
+	cd $(DEMO_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/data_unzipper.py archives/cifake.zip
+	cd $(DEMO_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/data_unzipper.py archives/fake_or_real.zip
+	cd $(DEMO_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/data_split_d2.py
+	cd $(DEMO_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/data_split_d1.py
+	cd $(DEMO_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/data_merger.py
 
 demo-clean: setup
 	@echo "demo-clean: not built yet"
