@@ -85,7 +85,13 @@ def staged_directory(destination: Path, stamp: dict) -> Iterator[Path]:
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
-    yield staging
+    try:
+        yield staging
+    except Exception:
+        # A failed stage leaves nothing behind beside its destination; a killed one is cleaned
+        # up by the next run instead.
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     atomic_write_text(staging / STAMP_NAME, json.dumps(stamp, indent=2, sort_keys=True) + "\n")
     if destination.exists():
         destination.rmdir()  # empty: destination_is_done allowed only that
