@@ -1,0 +1,112 @@
+"""Score a saved classifier on a folder of Fake/Real images (aliases such as FAKE/REAL work).
+
+Reads the model (.h5) and its model card beside it (image size and decision threshold; without a
+card the model's input size and threshold 0.5 are used), decodes every image the same way training
+and the app do, and writes to the output folder:
+    metrics.json           loss, accuracy, precision, recall, AUC, F1 (Fake positive)
+    confusion_matrix.png   true against predicted class at the card's threshold
+    roc_curve.png          ROC curve of P(Fake)
+The metrics are printed; the last line of stdout is them as one JSON object.
+
+Example:
+    python evaluate_model.py --model models/ai_real_image_classifier_resnet101.h5 --data data/test
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import realfake  # noqa: F401  (sets TensorFlow's environment before it is imported)
+from realfake import config
+from realfake.cli import add_quiet_argument, report_errors
+from realfake.errors import PipelineError
+from realfake.fileops import atomic_write_text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Evaluate a saved real-or-AI-generated image classifier on a labelled folder.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--model", type=Path, default=config.MODEL_PATH, help="the saved model (.h5)"
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=config.DATA_DIR / "test",
+        help="folder with Fake/ and Real/ sub-folders (or aliases such as FAKE/REAL)",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=config.METRICS_DIR / "evaluation",
+        help="folder for metrics.json, confusion_matrix.png and roc_curve.png",
+    )
+    parser.add_argument("--batch-size", type=int, default=64, help="images per prediction batch")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="P(Fake) at or above which an image is called Fake (default: the model card's)",
+    )
+    add_quiet_argument(parser)
+    return parser
+
+
+def load_model(path: Path):
+    """Load a saved model with plain Keras, as any user would."""
+    import keras
+
+    if not path.is_file():
+        raise PipelineError(f"model not found: {path}")
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as error:  # h5py and Keras raise many types for unreadable files
+        raise PipelineError(f"cannot load model {path}: {error}") from None
+
+
+@report_errors
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error("--batch-size must be at least 1")
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        parser.error("--threshold must be between 0 and 1")
+
+    from realfake.data import load_split
+    from realfake.metrics import (
+        classification_metrics,
+        format_metrics,
+        plot_confusion_matrix,
+        plot_roc,
+        predict_fake,
+    )
+    from realfake.modelcard import load_card
+
+    model = load_model(args.model)
+    card = load_card(args.model) or {}
+    image_size = int(card.get("image_size") or model.input_shape[1])
+    threshold = args.threshold if args.threshold is not None else card.get("threshold", 0.5)
+    split = load_split(args.data, image_size, quiet=args.quiet, description="decode")
+    probability_fake = predict_fake(model, split.images, args.batch_size)
+    metrics = classification_metrics(split.labels, probability_fake, threshold)
+    metrics.update(model=str(args.model), data=str(args.data), counts=split.counts())
+
+    args.output.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.output / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    plot_confusion_matrix(
+        split.labels, probability_fake, threshold, args.output / "confusion_matrix.png"
+    )
+    plot_roc(split.labels, probability_fake, args.output / "roc_curve.png")
+    counts = ", ".join(f"{name} {count:,}" for name, count in split.counts().items())
+    print(f"evaluated {len(split):,} images ({counts}) from {args.data}; plots in {args.output}")
+    print(format_metrics(metrics))
+    print(json.dumps(metrics, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""Train the ResNet101 classifier on data/{train,validation,test}/{Fake,Real}.
+
+Reads the three split folders (class folders may use aliases such as FAKE/REAL), decodes every
+image once, trains with validation after every epoch, chooses the decision threshold on the
+validation split and scores the test split. Writes:
+    models/ai_real_image_classifier_resnet101.h5   the model (plain keras.models.load_model)
+    models/ai_real_image_classifier_resnet101.json its model card
+    metrics_graphs/  training_log.csv, training_<metric>.png, confusion_matrix.png,
+                     roc_curve.png, model_architecture.png, test_metrics.json
+    runs/training/   checkpoints for --resume, removed when training finishes
+
+Example:
+    python model_training.py --data data --weights none --epochs 20
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import realfake  # noqa: F401  (sets TensorFlow's environment before it is imported)
+from realfake import config
+from realfake.cli import add_quiet_argument, report_errors
+
+CHECKPOINT_DIR = Path("runs") / "training"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Train the ResNet101 real-or-AI-generated image classifier.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=config.DATA_DIR,
+        help="folder holding train/, validation/ and test/, each with Fake/ and Real/",
+    )
+    parser.add_argument(
+        "--model-path",
+        type=Path,
+        default=config.MODEL_PATH,
+        help="where to save the trained model (.h5); the model card goes beside it (.json)",
+    )
+    parser.add_argument(
+        "--metrics-dir",
+        type=Path,
+        default=config.METRICS_DIR,
+        help="folder for the training log, plots and test metrics",
+    )
+    parser.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        default=CHECKPOINT_DIR,
+        help="folder for per-epoch checkpoints used by --resume",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run from its last finished epoch (same settings)",
+    )
+    parser.add_argument(
+        "--weights",
+        default="imagenet",
+        help="initial weights of the ResNet101 base: imagenet, none (random), or a path to a "
+        "ResNet101 no-top weights file",
+    )
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=config.IMAGE_SIZE,
+        help="side in pixels images are resized to (CIFAKE is 32; 32 and up)",
+    )
+    parser.add_argument("--batch-size", type=int, default=32, help="images per training step")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=60,
+        help="most epochs to train; the stopping callbacks usually end training earlier",
+    )
+    parser.add_argument(
+        "--learning-rate", type=float, default=1e-3, help="Adam's initial learning rate"
+    )
+    parser.add_argument(
+        "--end-learning-rate",
+        type=float,
+        default=1e-5,
+        help="learning rate reached at the last planned step (polynomial decay)",
+    )
+    parser.add_argument(
+        "--decay-power", type=float, default=2.0, help="power of the polynomial decay"
+    )
+    parser.add_argument(
+        "--dense-units", type=int, default=256, help="width of the ReLU dense layer in the head"
+    )
+    parser.add_argument(
+        "--l2", type=float, default=1e-4, help="L2 regularization factor of that layer"
+    )
+    parser.add_argument("--seed", type=int, default=config.SEED, help="random seed")
+    parser.add_argument(
+        "--limit-per-class",
+        type=int,
+        default=None,
+        help="use at most N images per class and split, for quick runs (default: all)",
+    )
+    parser.add_argument(
+        "--freeze-base",
+        action="store_true",
+        help="keep the ResNet101 base fixed and train only the head (feature extraction)",
+    )
+    parser.add_argument(
+        "--augment",
+        action="store_true",
+        help="random horizontal flips and shifts of up to 10%% on training batches",
+    )
+    parser.add_argument(
+        "--grace-epochs",
+        type=int,
+        default=3,
+        help="epochs before training may stop because validation loss exceeds training loss",
+    )
+    parser.add_argument(
+        "--patience",
+        type=int,
+        default=10,
+        help="early stopping: epochs without a lower validation loss before stopping",
+    )
+    parser.add_argument(
+        "--bn-batches",
+        type=int,
+        default=50,
+        help="training batches used to re-estimate batch-norm statistics before every "
+        "validation (0 turns it off)",
+    )
+    parser.add_argument(
+        "--strategy",
+        choices=("auto", "default", "mirrored"),
+        default="auto",
+        help="tf.distribute strategy: auto uses mirrored when several GPUs are visible",
+    )
+    add_quiet_argument(parser)
+    return parser
+
+
+@report_errors
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for name in ("batch_size", "epochs", "dense_units"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.image_size < 32:
+        parser.error("--image-size must be at least 32 (ResNet101's smallest input)")
+    if args.limit_per_class is not None and args.limit_per_class < 1:
+        parser.error("--limit-per-class must be at least 1")
+    if min(args.grace_epochs, args.patience, args.bn_batches) < 0:
+        parser.error("--grace-epochs, --patience and --bn-batches cannot be negative")
+    if args.learning_rate <= 0 or args.end_learning_rate < 0:
+        parser.error("learning rates must be positive")
+
+    from realfake.training import train  # imports TensorFlow, so only after the usage checks
+
+    result = train(args)
+    test = result["test_metrics"]
+    print(
+        f"trained {result['epochs_run']:,} epochs on {result['train_images']:,} images in "
+        f"{result['training_seconds']:,.0f} s ({result['images_per_second']:,.1f} images/s); "
+        f"test accuracy {test['accuracy']:.4f}, F1 (Fake) {test['f1']:.4f}, AUC {test['auc']:.4f} "
+        f"on {test['images']:,} images; model: {args.model_path}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

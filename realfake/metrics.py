@@ -1,0 +1,206 @@
+"""Scoring a classifier's P(Fake) against labels, choosing its decision threshold, and the plots:
+training curves, confusion matrix, ROC curve and the architecture diagram."""
+
+import csv
+import math
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display is needed or wanted
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve  # noqa: E402
+
+from realfake.config import CLASS_NAMES, POSITIVE_CLASS  # noqa: E402
+
+FAKE = CLASS_NAMES.index(POSITIVE_CLASS)
+CURVE_METRICS = ("loss", "accuracy", "precision", "recall", "auc", "f1")
+CURVE_TITLES = {
+    "loss": "Loss (binary cross-entropy + L2)",
+    "accuracy": "Accuracy",
+    "precision": "Precision (Fake positive)",
+    "recall": "Recall (Fake positive)",
+    "auc": "ROC AUC",
+    "f1": "F1 (Fake positive)",
+}
+
+
+def predicted_fake(probability_fake: np.ndarray, threshold: float) -> np.ndarray:
+    """True where the model says Fake: P(Fake) at or above the threshold."""
+    return np.asarray(probability_fake) >= threshold
+
+
+def balanced_accuracy(labels: np.ndarray, probability_fake: np.ndarray, threshold: float) -> float:
+    """Mean of the per-class accuracies at this threshold."""
+    is_fake = np.asarray(labels) == FAKE
+    says_fake = predicted_fake(probability_fake, threshold)
+    rates = [np.mean(says_fake[is_fake]), np.mean(~says_fake[~is_fake])]
+    return float(np.mean([rate for rate in rates if not math.isnan(rate)]))
+
+
+def choose_threshold(labels: np.ndarray, probability_fake: np.ndarray) -> float:
+    """The P(Fake) threshold that maximises balanced accuracy; among ties, the one nearest 0.5.
+
+    Balanced accuracy rather than accuracy, so an imbalanced validation split does not push the
+    threshold towards its majority class. Candidates are midpoints between sorted distinct scores.
+    """
+    scores = np.unique(np.asarray(probability_fake, dtype=np.float64))
+    candidates = np.concatenate([[0.5], (scores[:-1] + scores[1:]) / 2, [scores[0], 1.0]])
+    best_score, best = -1.0, 0.5
+    for candidate in candidates:
+        score = balanced_accuracy(labels, probability_fake, candidate)
+        if score > best_score + 1e-12 or (
+            abs(score - best_score) <= 1e-12 and abs(candidate - 0.5) < abs(best - 0.5)
+        ):
+            best_score, best = score, float(candidate)
+    return best
+
+
+def classification_metrics(
+    labels: np.ndarray, probability_fake: np.ndarray, threshold: float = 0.5
+) -> dict:
+    """Loss, accuracy, precision, recall, AUC and F1 with Fake as the positive class.
+
+    The loss is binary cross-entropy of P(Fake) (equal to Keras's on one-hot labels and a two-way
+    softmax), without the L2 term.
+    """
+    labels = np.asarray(labels)
+    probability = np.clip(np.asarray(probability_fake, dtype=np.float64), 1e-7, 1 - 1e-7)
+    is_fake = labels == FAKE
+    says_fake = predicted_fake(probability_fake, threshold)
+    true_positive = int(np.sum(says_fake & is_fake))
+    false_positive = int(np.sum(says_fake & ~is_fake))
+    false_negative = int(np.sum(~says_fake & is_fake))
+    precision = true_positive / max(1, true_positive + false_positive)
+    recall = true_positive / max(1, true_positive + false_negative)
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    loss = -np.mean(np.where(is_fake, np.log(probability), np.log(1 - probability)))
+    auc = roc_auc_score(is_fake, probability) if 0 < is_fake.sum() < len(labels) else float("nan")
+    return {
+        "loss": float(loss),
+        "accuracy": float(np.mean(says_fake == is_fake)),
+        "precision": float(precision),
+        "recall": float(recall),
+        "auc": float(auc),
+        "f1": float(f1),
+        "balanced_accuracy": balanced_accuracy(labels, probability_fake, threshold),
+        "threshold": float(threshold),
+        "positive_class": POSITIVE_CLASS,
+        "images": int(len(labels)),
+    }
+
+
+def format_metrics(metrics: dict) -> str:
+    """One human line of the main metrics."""
+    return (
+        f"loss {metrics['loss']:.4f}, accuracy {metrics['accuracy']:.4f}, "
+        f"precision {metrics['precision']:.4f}, recall {metrics['recall']:.4f}, "
+        f"AUC {metrics['auc']:.4f}, F1 {metrics['f1']:.4f} "
+        f"(positive class {metrics['positive_class']}, threshold {metrics['threshold']:.4f}, "
+        f"{metrics['images']:,} images)"
+    )
+
+
+def read_log(path: Path) -> dict[str, list[float]]:
+    """The CSV training log as columns of floats."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    columns: dict[str, list[float]] = {}
+    for row in rows:
+        for key, value in row.items():
+            try:
+                columns.setdefault(key, []).append(float(value))
+            except (TypeError, ValueError):
+                columns.setdefault(key, []).append(float("nan"))
+    return columns
+
+
+def plot_history(log: dict[str, list[float]], output_dir: Path) -> list[Path]:
+    """One training-vs-validation plot per metric: training_<metric>.png."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    epochs = [int(epoch) + 1 for epoch in log.get("epoch", [])]
+    written = []
+    for name in CURVE_METRICS:
+        figure, axes = plt.subplots(figsize=(6, 4))
+        for key, label in ((name, "training"), (f"val_{name}", "validation")):
+            if key in log:
+                axes.plot(epochs, log[key], marker="o", label=label)
+        axes.set_xlabel("epoch")
+        axes.set_title(CURVE_TITLES[name])
+        axes.grid(alpha=0.3)
+        axes.legend()
+        figure.tight_layout()
+        path = output_dir / f"training_{name}.png"
+        figure.savefig(path, dpi=100)
+        plt.close(figure)
+        written.append(path)
+    return written
+
+
+def plot_confusion_matrix(
+    labels: np.ndarray, probability_fake: np.ndarray, threshold: float, path: Path
+) -> Path:
+    """Counts of true class (rows) against predicted class (columns)."""
+    predicted = np.where(predicted_fake(probability_fake, threshold), FAKE, 1 - FAKE)
+    matrix = confusion_matrix(labels, predicted, labels=list(range(len(CLASS_NAMES))))
+    figure, axes = plt.subplots(figsize=(4.5, 4))
+    axes.imshow(matrix, cmap="Blues")
+    for row in range(matrix.shape[0]):
+        for column in range(matrix.shape[1]):
+            color = "white" if matrix[row, column] > matrix.max() / 2 else "black"
+            axes.text(column, row, f"{matrix[row, column]:,}", ha="center", va="center", c=color)
+    axes.set_xticks(range(len(CLASS_NAMES)), CLASS_NAMES)
+    axes.set_yticks(range(len(CLASS_NAMES)), CLASS_NAMES)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    axes.set_title(f"Confusion matrix (threshold {threshold:.3f})")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def plot_roc(labels: np.ndarray, probability_fake: np.ndarray, path: Path) -> Path:
+    """ROC curve of P(Fake) with Fake as the positive class."""
+    is_fake = np.asarray(labels) == FAKE
+    figure, axes = plt.subplots(figsize=(4.5, 4))
+    if 0 < is_fake.sum() < len(is_fake):
+        false_rate, true_rate, _ = roc_curve(is_fake, probability_fake)
+        auc = roc_auc_score(is_fake, probability_fake)
+        axes.plot(false_rate, true_rate, label=f"AUC {auc:.3f}")
+    axes.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
+    axes.set_xlabel("false positive rate (Real called Fake)")
+    axes.set_ylabel("true positive rate (Fake called Fake)")
+    axes.set_title("ROC curve")
+    axes.legend(loc="lower right")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def plot_architecture(model, path: Path) -> Path | None:
+    """Draw the model with keras.utils.plot_model; warn and return None without Graphviz."""
+    import keras
+
+    try:
+        keras.utils.plot_model(model, to_file=str(path), show_shapes=True, show_layer_names=True)
+    except (ImportError, OSError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        print(
+            f"warning: {path.name} not drawn: plot_model needs pydot and Graphviz's `dot` "
+            f"(apt-get install graphviz): {first_line}",
+            file=sys.stderr,
+        )
+        return None
+    return path
+
+
+def predict_fake(model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """P(Fake) for a uint8 (or float) batch of raw RGB pixels."""
+    output = model.predict(np.asarray(images, dtype=np.float32), batch_size=batch_size, verbose=0)
+    return np.asarray(output[:, FAKE], dtype=np.float64)

@@ -1,0 +1,192 @@
+"""The classifier as specified: its layers and settings, its loss and metrics, and a saved .h5 that
+loads with plain Keras in a process that never imported this project."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import realfake  # noqa: F401  (before TensorFlow)
+from realfake.errors import PipelineError
+
+
+@pytest.fixture(scope="module")
+def model():
+    """The specified model, built once for this module (small head to keep it quick)."""
+    from realfake.model import build_model
+    from realfake.training import compile_model
+
+    built = build_model(image_size=32, weights="none", dense_units=16, l2=1e-3)
+    compile_model(built, 1e-3, 1e-5, 2.0, decay_steps=1000)
+    return built
+
+
+def test_model_has_exactly_the_specified_layers(model):
+    import keras
+
+    names = [layer.name for layer in model.layers]
+    assert names == [
+        "image",
+        "preprocess",
+        "resnet101",
+        "gaussian_noise",
+        "avg_pool",
+        "dense",
+        "dropout",
+        "predictions",
+    ]
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds == [
+        "InputLayer",
+        "Rescaling",
+        "Functional",
+        "GaussianNoise",
+        "GlobalAveragePooling2D",
+        "Dense",
+        "Dropout",
+        "Dense",
+    ]
+    assert model.input_shape == (None, 32, 32, 3)
+    assert model.output_shape == (None, 2)
+
+    base = model.get_layer("resnet101")
+    reference = keras.applications.ResNet101(
+        include_top=False, weights=None, input_shape=(32, 32, 3)
+    )
+    # The same layers in the same order (the input layer's automatic name aside).
+    assert [layer.name for layer in base.layers[1:]] == [
+        layer.name for layer in reference.layers[1:]
+    ]
+    assert base.output_shape == (None, 1, 1, 2048)
+    assert base.count_params() == reference.count_params()
+    assert base.trainable
+
+    assert model.get_layer("gaussian_noise").stddev == pytest.approx(0.1)
+    assert model.get_layer("dropout").rate == pytest.approx(0.4)
+    dense = model.get_layer("dense")
+    assert dense.units == 16
+    assert dense.activation.__name__ == "relu"
+    assert isinstance(dense.kernel_regularizer, keras.regularizers.L2)
+    assert dense.kernel_regularizer.l2 == pytest.approx(1e-3)
+    predictions = model.get_layer("predictions")
+    assert predictions.units == 2
+    assert predictions.activation.__name__ == "softmax"
+
+
+def test_preprocessing_inside_the_model_maps_raw_pixels(model):
+    preprocess = model.get_layer("preprocess")
+    pixels = np.array([[[[0.0, 127.5, 255.0]]]], dtype=np.float32)
+    np.testing.assert_allclose(np.asarray(preprocess(pixels)), [[[[-1.0, 0.0, 1.0]]]], atol=1e-6)
+
+
+def test_compiled_with_adam_polynomial_decay_and_cross_entropy(model):
+    import keras
+
+    optimizer = model.optimizer
+    assert isinstance(optimizer, keras.optimizers.Adam)
+    saved = optimizer.get_config()["learning_rate"]
+    assert saved["class_name"] == "PolynomialDecay"
+    schedule = keras.optimizers.schedules.PolynomialDecay.from_config(saved["config"])
+    assert schedule.get_config()["decay_steps"] == 1000
+    assert schedule.get_config()["power"] == 2.0
+    assert float(schedule(0)) == pytest.approx(1e-3)
+    assert float(schedule(1000)) == pytest.approx(1e-5)
+    assert float(schedule(500)) == pytest.approx((1e-3 - 1e-5) * 0.25 + 1e-5)
+    compiled = model.get_compile_config()
+    assert compiled["loss"]["class_name"] == "CategoricalCrossentropy"
+    assert sorted(metric["config"]["name"] for metric in compiled["metrics"]) == [
+        "accuracy",
+        "auc",
+        "f1",
+        "precision",
+        "recall",
+    ]
+
+
+def test_loss_is_binary_cross_entropy_of_fake_probability(model):
+    """On one-hot labels and a two-way softmax, the training loss equals BCE of P(Fake)."""
+    import keras
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(16, 2)).astype(np.float32)
+    # Through the softmax activation, as in the model (it caches logits on its output).
+    probabilities = keras.activations.softmax(keras.ops.convert_to_tensor(logits))
+    labels = rng.integers(0, 2, 16)
+    one_hot = np.eye(2, dtype=np.float32)[labels]
+    p_fake = np.asarray(probabilities)[:, 0].astype(np.float64)
+    expected = -np.mean(np.where(labels == 0, np.log(p_fake), np.log(1 - p_fake)))
+    assert float(model.loss(one_hot, probabilities)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_f1_on_one_hot_labels_is_fakes_f1():
+    from sklearn.metrics import f1_score
+
+    from realfake.training import FakeClassLogs, training_metrics
+
+    f1 = next(metric for metric in training_metrics() if metric.name == "f1")
+    labels = np.array([0, 0, 0, 1, 1, 1, 1, 0])
+    p_fake = np.array([0.9, 0.4, 0.7, 0.2, 0.6, 0.1, 0.3, 0.8], dtype=np.float32)
+    f1.update_state(np.eye(2, dtype=np.float32)[labels], np.stack([p_fake, 1 - p_fake], axis=1))
+    per_class = np.asarray(f1.result())
+    assert per_class.shape == (2,)
+    expected_fake = f1_score(labels == 0, p_fake >= 0.5)
+    assert per_class[0] == pytest.approx(expected_fake)
+    assert per_class[1] == pytest.approx(f1_score(labels == 1, p_fake < 0.5))
+
+    logs = {"f1": per_class, "val_f1": per_class, "loss": 0.5}
+    FakeClassLogs().on_epoch_end(0, logs)
+    assert logs == {"f1": pytest.approx(expected_fake), "val_f1": pytest.approx(expected_fake),
+                    "loss": 0.5}  # fmt: skip
+
+
+def test_saved_h5_loads_in_a_fresh_process_with_identical_predictions(model, tmp_path):
+    """Plain keras.models.load_model, no project code, no custom objects."""
+    path = tmp_path / "model.h5"
+    model.save(path, include_optimizer=False)
+    pixels = np.random.default_rng(1).integers(0, 256, size=(4, 32, 32, 3)).astype(np.float32)
+    np.save(tmp_path / "pixels.npy", pixels)
+    expected = model.predict(pixels, verbose=0)
+    script = (
+        "import sys, json, numpy as np, keras\n"
+        f"model = keras.models.load_model({str(path)!r})\n"
+        f"pixels = np.load({str(tmp_path / 'pixels.npy')!r})\n"
+        f"np.save({str(tmp_path / 'out.npy')!r}, model.predict(pixels, verbose=0))\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('realfake'))))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "2"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, atol=1e-6)
+
+
+def test_unavailable_imagenet_weights_name_the_alternatives(monkeypatch):
+    """Without internet Keras cannot fetch the weights; the error says what to do instead."""
+    from keras.src.utils import file_utils
+
+    from realfake.model import build_model
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure: [Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(file_utils, "get_file", offline)
+    with pytest.raises(PipelineError) as caught:
+        build_model(image_size=32, weights="imagenet", dense_units=8)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "--weights none" in message and "--weights PATH" in message
+
+
+def test_missing_weights_file_is_reported(tmp_path):
+    from realfake.model import build_model
+
+    with pytest.raises(PipelineError, match="weights file not found"):
+        build_model(image_size=32, weights=str(tmp_path / "absent.h5"))
