@@ -91,7 +91,8 @@ def plan_extraction(
         mode = info.external_attr >> 16
         if mode and stat.S_ISLNK(mode):
             raise PipelineError(f"unsafe entry {info.filename!r}: symbolic link")
-        if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        kind = stat.S_IFMT(mode)  # zero where the archiver recorded permissions only
+        if kind and kind not in (stat.S_IFREG, stat.S_IFDIR):
             raise PipelineError(f"unsafe entry {info.filename!r}: not a regular file or folder")
         if info.flag_bits & 0x1:
             raise PipelineError(

@@ -1,0 +1,262 @@
+"""data_unzipper.py: faithful extraction, refusal of hostile or broken archives, kill-safety."""
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from conftest import snapshot
+
+import data_unzipper
+from realfake import archive as archive_module
+from realfake.archive import safe_member_path, write_zip
+from realfake.errors import PipelineError
+from realfake.fileops import STAMP_NAME
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Killed(BaseException):
+    """Stands for kill -9: it bypasses every `except Exception` clean-up."""
+
+
+def without_stamp(tree: dict[str, bytes]) -> dict[str, bytes]:
+    return {name: data for name, data in tree.items() if not name.endswith(STAMP_NAME)}
+
+
+@pytest.fixture
+def dataset_zip(image_tree, tmp_path):
+    """A CIFAKE-like archive of small JPEGs plus a .DS_Store, and the tree it was made from."""
+    tree = image_tree({"train/REAL": 6, "train/FAKE": 6, "test/REAL": 3, "test/FAKE": 3})
+    (tree / "train" / "REAL" / ".DS_Store").write_bytes(b"\x00Bud1")
+    path = tmp_path / "archive.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for file in sorted(tree.rglob("*")):
+            if file.is_file():
+                archive.write(file, file.relative_to(tree).as_posix())
+    return path, tree
+
+
+def test_extracts_byte_identical_and_rerun_changes_nothing(dataset_zip, tmp_path, capsys):
+    path, tree = dataset_zip
+    destination = tmp_path / "data" / "raw" / "cifake"
+    assert data_unzipper.main([str(path), "--dest", str(destination), "--quiet"]) == 0
+    assert "extracted 19 files" in capsys.readouterr().out
+    extracted = snapshot(destination)
+    assert without_stamp(extracted) == snapshot(tree)
+
+    assert data_unzipper.main([str(path), "--dest", str(destination), "--quiet"]) == 0
+    assert capsys.readouterr().out.startswith("already extracted 19 files")
+    assert snapshot(destination) == extracted
+    assert sorted(p.name for p in destination.parent.iterdir()) == ["cifake"]
+
+
+def test_default_destination_is_named_after_the_archive(dataset_zip, tmp_path, monkeypatch):
+    path, _ = dataset_zip
+    monkeypatch.chdir(tmp_path)
+    assert data_unzipper.main([str(path), "--quiet"]) == 0
+    assert (tmp_path / "data" / "raw" / "archive" / "train" / "REAL").is_dir()
+
+
+def _zip_with(path: Path, *members: tuple[zipfile.ZipInfo | str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("train/REAL/ok.txt", b"fine")
+        for info, data in members:
+            archive.writestr(info, data)
+    return path
+
+
+def _symlink_entry() -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo("train/REAL/link.jpg")
+    info.create_system = 3
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    return info
+
+
+def _set_encrypted_flag(path: Path) -> Path:
+    """Mark every entry encrypted (bit 0 of the flags), as a password-protected zip does."""
+    data = bytearray(path.read_bytes())
+    for signature, flag_offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        start = 0
+        while (start := data.find(signature, start)) != -1:
+            data[start + flag_offset] |= 0x01
+            start += 4
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _truncated(path: Path) -> Path:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def _corrupt_stored_entry(path: Path) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("train/REAL/a.jpg", b"A" * 4000)
+    data = bytearray(path.read_bytes())
+    data[data.find(b"AAAA") + 100] = ord("B")
+    path.write_bytes(bytes(data))
+    return path
+
+
+BAD_ARCHIVES = {
+    "missing file": (lambda p: p.with_name("nowhere.zip"), [], "archive not found"),
+    "not a zip": (lambda p: (p.write_text("hello, not a zip"), p)[1], [], "not a readable zip"),
+    "truncated zip": (
+        lambda p: _truncated(_zip_with(p, ("train/FAKE/big.bin", os.urandom(50_000)))),
+        [],
+        "not a readable zip",
+    ),
+    "damaged entry (bad CRC)": (_corrupt_stored_entry, [], "damaged"),
+    "encrypted entries": (
+        lambda p: _set_encrypted_flag(_zip_with(p)),
+        [],
+        "is encrypted",
+    ),
+    "absolute path": (lambda p: _zip_with(p, ("/tmp/evil.txt", b"x")), [], "absolute path"),
+    "windows drive path": (lambda p: _zip_with(p, ("C:\\evil.txt", b"x")), [], "absolute path"),
+    "zip-slip ..": (lambda p: _zip_with(p, ("train/../../evil.txt", b"x")), [], "'..'"),
+    "zip-slip backslash ..": (lambda p: _zip_with(p, ("..\\evil.txt", b"x")), [], "'..'"),
+    "symlink entry": (lambda p: _zip_with(p, (_symlink_entry(), b"/etc/passwd")), [], "symbolic"),
+    "zip bomb ratio": (
+        lambda p: _zip_with(p, ("train/FAKE/zeros.bin", bytes(4 << 20))),
+        [],
+        "possible zip bomb",
+    ),
+    "zip bomb total size": (
+        lambda p: _zip_with(p, ("train/FAKE/a.bin", os.urandom(3000))),
+        ["--max-total-gib", "0.000001"],
+        "expands to more than 1,073 bytes",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_ARCHIVES))
+def test_bad_archive_gives_one_line_error_and_writes_nothing(case, tmp_path, capsys):
+    make, flags, message = BAD_ARCHIVES[case]
+    work = tmp_path / "work"
+    work.mkdir()
+    path = make(work / "archive.zip")
+    before = snapshot(tmp_path)
+    destination = tmp_path / "out" / "raw"
+    assert data_unzipper.main([str(path), "--dest", str(destination), "--quiet", *flags]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and error.count("\n") == 1, error
+    assert message in error
+    assert snapshot(tmp_path) == before
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*"))
+    assert not (tmp_path / "evil.txt").exists() and not Path("/tmp/evil.txt").exists()
+
+
+def test_destination_with_other_content_is_refused(dataset_zip, tmp_path, capsys):
+    path, _ = dataset_zip
+    destination = tmp_path / "raw"
+    destination.mkdir()
+    (destination / "mine.txt").write_text("keep me")
+    assert data_unzipper.main([str(path), "--dest", str(destination), "--quiet"]) == 1
+    assert "already exists with other content" in capsys.readouterr().err
+    assert snapshot(destination) == {"mine.txt": b"keep me"}
+
+
+def test_duplicate_entries_are_refused(tmp_path):
+    path = tmp_path / "dup.zip"
+    with (
+        pytest.warns(UserWarning, match="Duplicate name"),
+        zipfile.ZipFile(path, "w") as archive,
+    ):
+        archive.writestr("a/x.jpg", b"1")
+        archive.writestr("a/x.jpg", b"2")
+    with pytest.raises(PipelineError, match="more than once"):
+        archive_module.unzip_archive(path, tmp_path / "out")
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("a/b.jpg", "a/b.jpg"), ("./a//b.jpg", "a/b.jpg"), ("a\\b.jpg", "a/b.jpg"), ("./", None)],
+)
+def test_safe_member_path_normalises_harmless_names(name, expected):
+    result = safe_member_path(name)
+    assert (result.as_posix() if result else None) == expected
+
+
+@pytest.mark.parametrize("kill_after", [1, 7, 15])
+def test_killed_extraction_reruns_to_the_uninterrupted_result(
+    dataset_zip, tmp_path, monkeypatch, kill_after
+):
+    path, _ = dataset_zip
+    clean = tmp_path / "clean"
+    assert data_unzipper.main([str(path), "--dest", str(clean), "--quiet"]) == 0
+
+    calls = {"n": 0}
+    real_copy = archive_module.shutil.copyfileobj
+
+    def copy_then_die(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == kill_after:
+            raise Killed
+        return real_copy(*args, **kwargs)
+
+    destination = tmp_path / "raw"
+    monkeypatch.setattr(archive_module.shutil, "copyfileobj", copy_then_die)
+    with pytest.raises(Killed):
+        data_unzipper.main([str(path), "--dest", str(destination), "--quiet"])
+    assert not destination.exists() and (tmp_path / ".raw.partial").exists()
+    monkeypatch.setattr(archive_module.shutil, "copyfileobj", real_copy)
+
+    assert data_unzipper.main([str(path), "--dest", str(destination), "--quiet"]) == 0
+    assert snapshot(destination) == snapshot(clean)
+    assert not (tmp_path / ".raw.partial").exists()
+
+
+def _kill_when(process: subprocess.Popen, staging: Path, files_written: int) -> None:
+    """SIGKILL the process once its staging folder holds `files_written` files (or it ends)."""
+    deadline = time.monotonic() + 30
+    while process.poll() is None and time.monotonic() < deadline:
+        if staging.exists() and sum(1 for _ in staging.rglob("*.jpg")) >= files_written:
+            break
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+@pytest.mark.slow
+def test_kill_9_midway_then_rerun_matches(tmp_path):
+    """A real SIGKILL at two moments of an extraction, each followed by a re-run."""
+    path = tmp_path / "many.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for index in range(1500):
+            archive.writestr(f"train/{'REAL' if index % 2 else 'FAKE'}/{index}.jpg", os.urandom(64))
+    clean = tmp_path / "clean"
+    command = [sys.executable, str(ROOT / "data_unzipper.py"), str(path), "--quiet", "--dest"]
+    subprocess.run([*command, str(clean)], check=True, capture_output=True)
+    expected = snapshot(clean)
+    killed_midway = 0
+    for files_written in (1, 600):
+        destination = tmp_path / f"raw_{files_written}"
+        staging = tmp_path / f".raw_{files_written}.partial"
+        process = subprocess.Popen([*command, str(destination)], stdout=subprocess.DEVNULL)
+        _kill_when(process, staging, files_written)
+        killed_midway += staging.exists() and not destination.exists()
+        subprocess.run([*command, str(destination)], check=True, capture_output=True)
+        assert snapshot(destination) == expected
+        assert not staging.exists()
+    assert killed_midway >= 1  # the kill really interrupted an extraction at least once
+
+
+def test_write_zip_round_trips_and_is_reproducible(image_tree, tmp_path):
+    tree = image_tree({"train/REAL": 3, "test/FAKE": 2})
+    (tree / ".hidden").write_text("left out")
+    first, second = tmp_path / "a.zip", tmp_path / "b.zip"
+    assert write_zip(tree, first, quiet=True) == 5
+    os.utime(tree / "train" / "REAL" / "img_0000.jpg", (0, 0))
+    write_zip(tree, second, quiet=True)
+    assert first.read_bytes() == second.read_bytes()
+    archive_module.unzip_archive(first, tmp_path / "out", quiet=True)
+    expected = {k: v for k, v in snapshot(tree).items() if k != ".hidden"}
+    assert without_stamp(snapshot(tmp_path / "out")) == expected
