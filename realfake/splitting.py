@@ -32,7 +32,7 @@ from realfake.fileops import (
     staged_directory,
 )
 from realfake.images import is_decodable, is_image_name
-from realfake.layout import class_folders, unwrap, visible_subfolders
+from realfake.layout import class_folders, visible_subfolders
 
 SPLIT_STAGES = ("data_split_d1", "data_split_d2")
 SPLIT_ALIASES = {
@@ -138,9 +138,14 @@ def _subset_folders(root: Path) -> dict[str, Path]:
     return found
 
 
-def _describe_found(root: Path) -> str:
+def _describe_found(root: Path, source: Path | None = None) -> str:
+    """What a folder holds, for error messages: its sub-folders, or its file count."""
     names = [f"{child.name}/" for child in visible_subfolders(root)]
-    return ", ".join(names) if names else "no folders"
+    files = sum(1 for path in root.iterdir() if path.is_file() and not path.name.startswith("."))
+    found = ", ".join(names) if names else f"no folders, {files:,} files"
+    if source is not None and root != source:
+        found += f" in {root.relative_to(source).as_posix()}/"
+    return found
 
 
 def _require_classes(folder: Path, source: Path) -> dict[str, Path]:
@@ -155,10 +160,21 @@ def _require_classes(folder: Path, source: Path) -> dict[str, Path]:
     return classes
 
 
+def unwrap_dataset(folder: Path) -> Path:
+    """Descend through single wrapping folders, stopping at a split or class folder's parent."""
+    while True:
+        children = visible_subfolders(folder)
+        if len(children) != 1 or _subset_folders(folder) or class_folders(folder):
+            return folder
+        if any(path.is_file() and not path.name.startswith(".") for path in folder.iterdir()):
+            return folder
+        folder = children[0]
+
+
 def _require_source(source: Path) -> Path:
     if not source.is_dir():
         raise PipelineError(f"source folder not found: {source}")
-    return unwrap(source)
+    return unwrap_dataset(source)
 
 
 def cifake_layout(source: Path) -> dict[str, dict[str, Path]]:
@@ -169,7 +185,8 @@ def cifake_layout(source: Path) -> dict[str, dict[str, Path]]:
     if missing:
         raise PipelineError(
             f"{source} does not look like CIFAKE: no {' or '.join(missing)} folder "
-            f"(found {_describe_found(root)}; expected train/ and test/ with REAL and FAKE inside)"
+            f"(found {_describe_found(root, source)}; "
+            "expected train/ and test/ with REAL and FAKE inside)"
         )
     return {name: _require_classes(subsets[name], source) for name in ("train", "test")}
 
@@ -184,7 +201,8 @@ def fake_or_real_layout(source: Path) -> tuple[dict[str, Path], list[str]]:
     if "train" not in subsets:
         raise PipelineError(
             f"{source} does not look like Fake-or-Real: no train folder "
-            f"(found {_describe_found(root)}; expected train/real_images and train/fake_images)"
+            f"(found {_describe_found(root, source)}; "
+            "expected train/real_images and train/fake_images)"
         )
     classes = _require_classes(subsets["train"], source)
     if "test" in subsets:
@@ -352,13 +370,14 @@ def split_dataset_layout(source: Path) -> dict[str, dict[str, Path]]:
     """Find the train/validation/test class folders of a split dataset."""
     if not source.is_dir():
         raise PipelineError(f"split dataset not found: {source}")
-    root = unwrap(source)
+    root = unwrap_dataset(source)
     subsets = _subset_folders(root)
     missing = [name for name in SPLITS if name not in subsets]
     if missing:
         raise PipelineError(
             f"{source} is not a split dataset: no {', '.join(missing)} folder "
-            f"(found {_describe_found(root)}); run data_split_d1.py or data_split_d2.py first"
+            f"(found {_describe_found(root, source)}); "
+            "run data_split_d1.py or data_split_d2.py first"
         )
     return {split: _require_classes(subsets[split], source) for split in SPLITS}
 

@@ -1,0 +1,278 @@
+"""data_split_d2.py (CIFAKE) and data_split_d1.py (Fake-or-Real): stratified, deterministic,
+byte-identical, alias-aware, kill-safe splits that never touch the raw data."""
+
+import pytest
+from conftest import make_tree, snapshot, write_image
+
+import data_merger
+import data_split_d1
+import data_split_d2
+import data_unzipper
+from realfake import splitting
+from realfake.fileops import STAMP_NAME
+
+
+class Killed(BaseException):
+    """Stands for kill -9: it bypasses every `except Exception` clean-up."""
+
+
+def outputs(root):
+    """Relative path -> bytes of every image a split wrote (the stamp left out)."""
+    return {name: data for name, data in snapshot(root).items() if not name.endswith(STAMP_NAME)}
+
+
+def per_folder_counts(root):
+    counts = {}
+    for name in outputs(root):
+        folder = name.rsplit("/", 1)[0]
+        counts[folder] = counts.get(folder, 0) + 1
+    return counts
+
+
+@pytest.fixture
+def cifake_raw(tmp_path):
+    """A raw CIFAKE tree with 20/20 train and 5/5 test images, one .DS_Store, one broken JPEG."""
+    root = make_tree(
+        tmp_path / "raw" / "cifake",
+        {"train/REAL": 20, "train/FAKE": 20, "test/REAL": 5, "test/FAKE": 5},
+    )
+    (root / "train" / "FAKE" / ".DS_Store").write_bytes(b"\x00Bud1")
+    (root / "train" / "REAL" / "labels.csv").write_text("name,label\n")
+    (root / "train" / "REAL" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    return root
+
+
+def run_d2(source, destination, *flags):
+    return data_split_d2.main(
+        ["--source", str(source), "--dest", str(destination), "--quiet", *flags]
+    )
+
+
+def test_cifake_split_counts_bytes_and_raw_untouched(cifake_raw, tmp_path, capsys):
+    before = snapshot(cifake_raw)
+    destination = tmp_path / "interim" / "cifake"
+    assert run_d2(cifake_raw, destination) == 0
+    captured = capsys.readouterr()
+    assert per_folder_counts(destination) == {
+        "train/Fake": 16,
+        "train/Real": 16,
+        "validation/Fake": 4,
+        "validation/Real": 4,
+        "test/Fake": 5,
+        "test/Real": 5,
+    }
+    assert "skipped 2 non-image files, left out 1 undecodable" in captured.out
+    assert "broken.jpg" in captured.err  # reported by name, not silently copied
+    assert snapshot(cifake_raw) == before
+
+    written = outputs(destination)
+    origins = []
+    for name, data in written.items():
+        split, class_name, file_name = name.split("/")
+        origin = f"{'test' if split == 'test' else 'train'}/{class_name.upper()}/{file_name}"
+        assert before[origin] == data  # byte-identical to its input
+        origins.append(origin)
+    # Every decodable raw image lands in exactly one split; test/ is kept as it was.
+    assert sorted(origins) == sorted(
+        name for name in before if name.endswith(".jpg") and "broken" not in name
+    )
+    assert {n for n in written if n.startswith("test/")} == {
+        f"test/{cls}/img_{i:04d}.jpg" for cls in ("Fake", "Real") for i in range(5)
+    }
+
+
+def test_split_is_deterministic_and_depends_on_the_seed(cifake_raw, tmp_path):
+    for name, seed in (("a", "42"), ("b", "42"), ("c", "7")):
+        assert run_d2(cifake_raw, tmp_path / name, "--seed", seed) == 0
+    assert outputs(tmp_path / "a") == outputs(tmp_path / "b")
+    assert outputs(tmp_path / "a") != outputs(tmp_path / "c")
+
+
+def test_rerun_of_a_finished_split_changes_nothing(cifake_raw, tmp_path, capsys):
+    destination = tmp_path / "split"
+    assert run_d2(cifake_raw, destination) == 0
+    first = snapshot(destination)
+    mtime = (destination / STAMP_NAME).stat().st_mtime_ns
+    assert run_d2(cifake_raw, destination) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("already done: 50 images")
+    assert snapshot(destination) == first
+    assert (destination / STAMP_NAME).stat().st_mtime_ns == mtime
+
+
+def test_other_settings_into_a_finished_destination_are_refused(cifake_raw, tmp_path, capsys):
+    destination = tmp_path / "split"
+    assert run_d2(cifake_raw, destination) == 0
+    assert run_d2(cifake_raw, destination, "--seed", "1") == 1
+    assert "already exists with other content" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("real", "fake", "wrapper"),
+    [
+        ("REAL", "FAKE", ""),
+        ("real", "fake", "archive/"),
+        ("real_images", "fake_images", ""),
+        ("RealArt", "GeneratedArt", "Wrapped Folder/"),
+    ],
+)
+def test_class_folders_are_recognised_by_alias(tmp_path, real, fake, wrapper):
+    source = make_tree(
+        tmp_path / "raw",
+        {f"{wrapper}{split}/{cls}": 5 for split in ("train", "test") for cls in (real, fake)},
+    )
+    assert run_d2(source, tmp_path / "out") == 0
+    assert sorted(per_folder_counts(tmp_path / "out")) == [
+        f"{split}/{cls}" for split in ("test", "train", "validation") for cls in ("Fake", "Real")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("folders", "message"),
+    [
+        ({"train/REAL": 2, "train/FAKE": 2}, "no test folder (found train/"),
+        (
+            {"train/REAL": 2, "train/cats": 2, "test/REAL": 1, "test/FAKE": 1},
+            "train lacks the class folder(s) Fake (found REAL/, cats/",
+        ),
+        ({"images": 2}, "no train or test folder (found no folders, 2 files in images/"),
+    ],
+)
+def test_source_without_expected_folders_says_what_it_found(tmp_path, capsys, folders, message):
+    source = make_tree(tmp_path / "raw", folders)
+    assert run_d2(source, tmp_path / "out") == 1
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and error.count("\n") == 1
+    assert message in error
+    assert not (tmp_path / "out").exists() and not (tmp_path / ".out.partial").exists()
+
+
+def test_missing_source_and_bad_fraction(tmp_path, capsys):
+    assert run_d2(tmp_path / "nowhere", tmp_path / "out") == 1
+    assert "source folder not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        run_d2(tmp_path, tmp_path / "out", "--validation-fraction", "1.5")
+    assert exit_info.value.code == 2
+
+
+@pytest.mark.parametrize("kill_after", [1, 20, 49])
+def test_killed_split_reruns_to_the_uninterrupted_result(
+    cifake_raw, tmp_path, monkeypatch, kill_after
+):
+    assert run_d2(cifake_raw, tmp_path / "clean") == 0
+    calls = {"n": 0}
+    real_link = splitting.link_or_copy
+
+    def link_then_die(source, destination):
+        calls["n"] += 1
+        if calls["n"] == kill_after:
+            raise Killed
+        real_link(source, destination)
+
+    monkeypatch.setattr(splitting, "link_or_copy", link_then_die)
+    with pytest.raises(Killed):
+        run_d2(cifake_raw, tmp_path / "split")
+    assert not (tmp_path / "split").exists() and (tmp_path / ".split.partial").exists()
+    monkeypatch.setattr(splitting, "link_or_copy", real_link)
+    assert run_d2(cifake_raw, tmp_path / "split") == 0
+    assert snapshot(tmp_path / "split") == snapshot(tmp_path / "clean")
+    assert not (tmp_path / ".split.partial").exists()
+
+
+@pytest.fixture
+def fake_or_real_raw(tmp_path):
+    """A raw Fake-or-Real tree: 20 PNGs per class in train/, an unlabelled test/ with a csv."""
+    root = make_tree(
+        tmp_path / "raw" / "fake_or_real",
+        {"train/real_images": 20, "train/fake_images": 20, "test/images": 6},
+        extension=".png",
+    )
+    (root / "test" / "sample_submission.csv").write_text("ImageId,Answer\n")
+    return root
+
+
+def run_d1(source, destination, *flags):
+    return data_split_d1.main(
+        ["--source", str(source), "--dest", str(destination), "--quiet", *flags]
+    )
+
+
+def test_fake_or_real_split_is_stratified_and_ignores_unlabelled_test(
+    fake_or_real_raw, tmp_path, capsys
+):
+    before = snapshot(fake_or_real_raw)
+    assert run_d1(fake_or_real_raw, tmp_path / "out") == 0
+    captured = capsys.readouterr()
+    assert per_folder_counts(tmp_path / "out") == {
+        f"{split}/{cls}": count
+        for split, count in (("train", 14), ("validation", 3), ("test", 3))
+        for cls in ("Fake", "Real")
+    }
+    assert "ignored the unlabelled test/ folder (7 files)" in captured.err
+    assert snapshot(fake_or_real_raw) == before
+    origins = []
+    for name, data in outputs(tmp_path / "out").items():
+        _, class_name, file_name = name.split("/")
+        origin = f"train/{class_name.lower()}_images/{file_name}"
+        assert before[origin] == data
+        origins.append(origin)
+    assert sorted(origins) == sorted(name for name in before if name.startswith("train/"))
+
+
+def test_fake_or_real_fractions_are_checked(fake_or_real_raw, tmp_path):
+    for fractions in (["0.5", "0.3", "0.3"], ["0", "0.5", "0.5"], ["0.8", "-0.1", "0.3"]):
+        with pytest.raises(SystemExit) as exit_info:
+            run_d1(fake_or_real_raw, tmp_path / "out", "--fractions", *fractions)
+        assert exit_info.value.code == 2
+    assert run_d1(fake_or_real_raw, tmp_path / "out", "--fractions", "0.5", "0.25", "0.25") == 0
+    assert per_folder_counts(tmp_path / "out")["test/Real"] == 5
+
+
+def test_fake_or_real_deterministic_and_kill_safe(fake_or_real_raw, tmp_path, monkeypatch):
+    assert run_d1(fake_or_real_raw, tmp_path / "a") == 0
+    real_link = splitting.link_or_copy
+    calls = {"n": 0}
+
+    def link_then_die(source, destination):
+        calls["n"] += 1
+        if calls["n"] == 25:
+            raise Killed
+        real_link(source, destination)
+
+    monkeypatch.setattr(splitting, "link_or_copy", link_then_die)
+    with pytest.raises(Killed):
+        run_d1(fake_or_real_raw, tmp_path / "b")
+    monkeypatch.setattr(splitting, "link_or_copy", real_link)
+    assert run_d1(fake_or_real_raw, tmp_path / "b") == 0
+    assert snapshot(tmp_path / "a") == snapshot(tmp_path / "b")
+
+
+def test_undecodable_check_runs_in_worker_processes(tmp_path):
+    paths = [write_image(tmp_path / f"{index}.png", seed=index, size=4) for index in range(40)]
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    paths.insert(17, tmp_path / "bad.png")
+    monkeypatch_threshold = splitting._POOL_THRESHOLD
+    try:
+        splitting._POOL_THRESHOLD = 10
+        assert splitting.find_undecodable(paths, workers=2, quiet=True) == [tmp_path / "bad.png"]
+    finally:
+        splitting._POOL_THRESHOLD = monkeypatch_threshold
+
+
+def test_real_cifake_sample_archive(cifake_sample_archive, tmp_path, monkeypatch):
+    """The real 1,200-image CIFAKE sample through unzip, split and merge, with default paths."""
+    monkeypatch.chdir(tmp_path)
+    assert data_unzipper.main([str(cifake_sample_archive), "--dest", "data/raw/cifake"]) == 0
+    raw = snapshot(tmp_path / "data" / "raw")
+    assert data_split_d2.main(["--quiet"]) == 0
+    assert data_merger.main(["--quiet"]) == 0
+    assert snapshot(tmp_path / "data" / "raw") == raw
+    merged = {
+        split: outputs(tmp_path / "data" / split) for split in ("train", "validation", "test")
+    }
+    assert {split: len(files) for split, files in merged.items()} == {
+        "train": 800,
+        "validation": 200,
+        "test": 200,
+    }
+    raw_contents = set(raw.values())
+    assert all(data in raw_contents for files in merged.values() for data in files.values())
