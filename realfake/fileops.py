@@ -96,3 +96,33 @@ def staged_directory(destination: Path, stamp: dict) -> Iterator[Path]:
     if destination.exists():
         destination.rmdir()  # empty: destination_is_done allowed only that
     os.rename(staging, destination)
+
+
+def move_without_overwrite(source: Path, destination: Path) -> bool:
+    """Move a file, never replacing an existing `destination`; return False on a name conflict.
+
+    A link-then-unlink move leaves, if killed in between, the same file under both names; a
+    destination that is that very file (or has equal bytes) counts as already moved.
+    """
+    try:
+        os.link(source, destination)  # fails with EEXIST instead of overwriting
+    except FileExistsError:
+        if not (os.path.samefile(source, destination) or files_equal(source, destination)):
+            return False
+    except OSError:  # another filesystem or no hard links: copy beside, then rename
+        if destination.exists():
+            if not files_equal(source, destination):
+                return False
+        else:
+            temporary = destination.with_name(f".{destination.name}.moving")
+            shutil.copy2(source, temporary)
+            os.replace(temporary, destination)
+    os.unlink(source)
+    return True
+
+
+def files_equal(first: Path, second: Path) -> bool:
+    """True when two files have the same bytes."""
+    return first.stat().st_size == second.stat().st_size and file_digest(first) == file_digest(
+        second
+    )
