@@ -1,0 +1,121 @@
+"""move_augmented_images.py: everything moves into the matching class folder, nothing is
+overwritten, and an interrupted move finishes on a re-run."""
+
+import json
+
+import pytest
+from conftest import make_tree, snapshot, write_image
+
+import data_augmentation
+import move_augmented_images
+from realfake import fileops
+from realfake.fileops import STAMP_NAME
+
+
+class Killed(BaseException):
+    """Stands for kill -9: it bypasses every `except Exception` clean-up."""
+
+
+def move(source, dest) -> int:
+    return move_augmented_images.main(["--source", str(source), "--dest", str(dest), "--quiet"])
+
+
+@pytest.fixture
+def augmented(tmp_path):
+    """A training folder (class folders named by alias) and a finished augmentation of it."""
+    train = make_tree(tmp_path / "data" / "train", {"FAKE": 5, "real": 4})
+    dest = tmp_path / "data" / "augmented_train"
+    arguments = ["--source", str(train), "--dest", str(dest), "--copies", "2", "--quiet"]
+    assert data_augmentation.main(arguments) == 0
+    return train, dest
+
+
+def expected_after_move(train, augmented_folder) -> dict[str, bytes]:
+    expected = snapshot(train)
+    for name, data in snapshot(augmented_folder).items():
+        if not name.endswith(STAMP_NAME):
+            expected[name] = data
+    return expected
+
+
+def test_moves_every_file_into_the_matching_class_folder(augmented, capsys):
+    train, source = augmented
+    expected = expected_after_move(train, source)
+    assert move(source, train) == 0
+    assert snapshot(train) == expected
+    assert len(list((train / "FAKE").iterdir())) == 5 + 10
+    assert len(list((train / "real").iterdir())) == 4 + 8
+    assert not source.exists()
+    assert capsys.readouterr().out.strip() == (
+        f"move: moved 18 images into {train} (Fake 10, Real 8); removed {source}"
+    )
+
+
+def test_missing_destination_class_folder_is_created(tmp_path):
+    source = make_tree(tmp_path / "augmented", {"Fake": 2, "Real": 1})
+    dest = make_tree(tmp_path / "train", {"Fake": 1})
+    assert move(source, dest) == 0
+    assert sorted(p.name for p in (dest / "Real").iterdir()) == ["img_0000.jpg"]
+
+
+def test_existing_name_with_other_content_stops_before_moving(augmented, capsys):
+    train, source = augmented
+    clash = train / "FAKE" / "aug_img_0003_1.jpg"
+    write_image(clash, seed=12345)
+    before = (snapshot(train), snapshot(source))
+    assert move(source, train) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: 1 file name(s) already exist")
+    assert "nothing was moved" in err
+    assert (snapshot(train), snapshot(source)) == before
+
+
+def test_simulated_crash_between_link_and_unlink_then_rerun(augmented, monkeypatch):
+    train, source = augmented
+    expected = expected_after_move(train, source)
+    real_unlink = fileops.os.unlink
+    calls = {"count": 0}
+
+    def crash_on_seventh(path, *args, **kwargs):
+        calls["count"] += 1
+        if calls["count"] == 7:  # linked into place, the source name not yet removed
+            raise Killed
+        real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(fileops.os, "unlink", crash_on_seventh)
+    with pytest.raises(Killed):
+        move(source, train)
+    monkeypatch.setattr(fileops.os, "unlink", real_unlink)
+    left = [p for p in source.rglob("*.jpg")]
+    assert 0 < len(left) < 18
+    assert move(source, train) == 0
+    assert snapshot(train) == expected
+    assert not source.exists()
+
+
+def test_rerun_after_finishing_reports_a_missing_source(augmented, capsys):
+    train, source = augmented
+    assert move(source, train) == 0
+    after = snapshot(train)
+    assert move(source, train) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert snapshot(train) == after
+
+
+def test_unfinished_augmentation_is_not_moved(augmented, capsys):
+    train, source = augmented
+    stamp = json.loads((source / STAMP_NAME).read_text())
+    (source / STAMP_NAME).write_text(json.dumps({**stamp, "complete": False}))
+    before = snapshot(train)
+    assert move(source, train) == 1
+    assert "did not finish" in capsys.readouterr().err
+    assert snapshot(train) == before
+
+
+def test_other_files_stay_with_their_folder(augmented, capsys):
+    train, source = augmented
+    (source / "FAKE" / "notes.txt").write_text("keep me")
+    assert move(source, train) == 0
+    assert (source / "FAKE" / "notes.txt").read_text() == "keep me"
+    assert not (source / "real").exists()
+    assert "1 other files stay" in capsys.readouterr().out
