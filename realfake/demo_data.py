@@ -65,7 +65,10 @@ def fake_image(rng: np.random.Generator, photos: list[np.ndarray], size: int) ->
         low = low.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.6, 1.2))))
     pixels = np.asarray(low.resize((size, size), Image.Resampling.NEAREST), dtype=np.float32)
     # A transposed convolution with stride 2 stamps the same 2x2 kernel over the whole image.
-    kernel = rng.normal(0.0, float(rng.uniform(5.0, 10.0)), size=(2, 2, 3))
+    # Zero-mean per channel so it adds pure stride-2 texture, scaled to a fixed strength.
+    kernel = rng.normal(size=(2, 2, 3))
+    kernel -= kernel.mean(axis=(0, 1))
+    kernel *= float(rng.uniform(9.0, 14.0)) / np.sqrt((kernel**2).mean())
     pixels += np.tile(kernel, (size // 2, size // 2, 1))
     if rng.random() < 0.5:
         patch = int(size // 2)
