@@ -1,0 +1,247 @@
+"""data_deleter.py: refusals that protect people's data, listing before deleting, and the
+clean-up of undecodable files and byte duplicates in a split layout."""
+
+import hashlib
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import make_tree, snapshot, write_image
+
+import data_deleter
+from realfake import cleaning
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A project folder, as the current folder, with data/{raw,interim,train} and a folder
+    outside data/ that must survive everything."""
+    monkeypatch.chdir(tmp_path)
+    make_tree(tmp_path / "data" / "raw" / "cifake", {"train/REAL": 2})
+    make_tree(tmp_path / "data" / "interim" / "cifake", {"train/Real": 3})
+    make_tree(tmp_path / "data" / "train", {"Real": 2})
+    make_tree(tmp_path / "elsewhere", {"photos": 2})
+    return tmp_path
+
+
+def delete(*arguments) -> int:
+    return data_deleter.main([*[str(a) for a in arguments], "--quiet"])
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("elsewhere", "is outside the data folder"),
+        ("elsewhere/photos", "is outside the data folder"),
+        ("data/../elsewhere", "is outside the data folder"),
+        ("/", "is outside the data folder"),
+        ("data", "is the data folder itself"),
+        ("data/.", "is the data folder itself"),
+        ("data/raw", "is raw extracted data"),
+        ("data/raw/cifake/train", "is raw extracted data"),
+        ("data/link_out", "is a symbolic link to"),
+        ("data/link_out/photos", "is outside the data folder"),
+    ],
+)
+def test_refusals_delete_nothing(project, capsys, target, message):
+    (project / "data" / "link_out").symlink_to(project / "elsewhere")
+    before = snapshot(project)
+    assert delete(target, "--yes") == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: refusing {Path(target)}: ") and message in err
+    assert err.count("\n") == 1
+    assert snapshot(project) == before
+
+
+def test_one_refused_path_stops_every_deletion(project, capsys):
+    assert delete("data/interim", "elsewhere", "--yes") == 1
+    assert (project / "data" / "interim").is_dir()
+
+
+def test_raw_is_deleted_only_when_named_with_the_flag(project):
+    assert delete("data/raw", "--yes", "--include-raw") == 0
+    assert not (project / "data" / "raw").exists()
+
+
+def test_clean_ups_also_refuse_outside_and_raw(project, capsys):
+    assert delete("--duplicates", "elsewhere", "--yes") == 1
+    assert delete("--corrupt", "data/raw/cifake", "--yes") == 1
+    err = capsys.readouterr().err
+    assert "is outside the data folder" in err and "is raw extracted data" in err
+
+
+def test_missing_data_folder_is_an_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert delete("data/x", "--yes") == 1
+    assert "data folder data does not exist" in capsys.readouterr().err
+
+
+def test_data_root_flag_moves_the_boundary(project):
+    assert delete("interim", "--yes", "--data-root", "data") == 1  # relative to the current folder
+    assert delete("elsewhere/photos", "--yes", "--data-root", "elsewhere") == 0
+    assert not (project / "elsewhere" / "photos").exists()
+
+
+def test_without_yes_it_only_lists(project, capsys):
+    before = snapshot(project)
+    assert delete("data/interim") == 0
+    out = capsys.readouterr().out
+    assert "delete: data/interim (3 files)" in out
+    assert "would remove 1 path(s), 3 files; add --yes to delete" in out
+    assert delete("data/interim", "--dry-run") == 0
+    assert snapshot(project) == before
+
+
+def test_yes_deletes_the_folder_and_nothing_else(project, capsys):
+    before = snapshot(project)
+    assert delete("data/interim", "--yes") == 0
+    assert not (project / "data" / "interim").exists()
+    assert {k: v for k, v in before.items() if not k.startswith("data/interim")} == snapshot(
+        project
+    )
+    assert "delete: removed 1 path(s), 3 files" in capsys.readouterr().out
+
+
+def test_link_inside_is_removed_not_what_it_points_to(project):
+    (project / "data" / "shortcut").symlink_to(project / "data" / "train")
+    assert delete("data/shortcut", "--yes") == 0
+    assert not (project / "data" / "shortcut").is_symlink()
+    assert len(list((project / "data" / "train" / "Real").iterdir())) == 2
+
+
+def test_links_inside_a_deleted_folder_are_not_followed(project):
+    (project / "data" / "interim" / "out").symlink_to(project / "elsewhere")
+    assert delete("data/interim", "--yes") == 0
+    assert len(list((project / "elsewhere" / "photos").iterdir())) == 2
+
+
+def test_missing_path_is_nothing_to_do(project, capsys):
+    assert delete("data/augmented_train", "--yes") == 0
+    assert "not found, nothing to delete: data/augmented_train" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ([], "give PATH(s) to delete"),
+        (["data/interim", "--yes", "--dry-run"], "contradict"),
+        (["data/interim", "--include-test"], "only applies to --duplicates"),
+    ],
+)
+def test_usage_errors(project, capsys, arguments, message):
+    with pytest.raises(SystemExit) as exit_info:
+        delete(*arguments)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_corrupt_removes_only_undecodable_images(project, capsys):
+    train = project / "data" / "train"
+    (train / "Real" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    write_image(project / "data" / "validation" / "Fake" / "ok.png", seed=4)
+    (project / "data" / "validation" / "Fake" / "truncated.png").write_bytes(
+        (project / "data" / "validation" / "Fake" / "ok.png").read_bytes()[:60]
+    )
+    (train / "Real" / "notes.txt").write_text("not an image, left alone")
+    assert delete("--corrupt", "data") == 0
+    assert (train / "Real" / "broken.jpg").exists()  # only listed without --yes
+    assert delete("--corrupt", "data", "--yes") == 0
+    out = capsys.readouterr().out
+    assert "corrupt: removed 2 undecodable files from data (train/Real 1, validation/Fake 1)" in out
+    assert not (train / "Real" / "broken.jpg").exists()
+    assert not (project / "data" / "validation" / "Fake" / "truncated.png").exists()
+    assert (train / "Real" / "notes.txt").exists()
+    assert len(list((train / "Real").glob("img_*.jpg"))) == 2
+
+
+def copy(source: Path, destination: Path) -> None:
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, destination)
+
+
+@pytest.fixture
+def duplicated(project):
+    """data/{train,validation,test} with each kind of duplicate the real CIFAKE data has."""
+    data = project / "data"
+    shutil.rmtree(data / "train")
+    make_tree(data, {"train/Fake": 6, "train/Real": 4, "validation/Fake": 3, "test/Fake": 4})
+    fake = {split: data / split / "Fake" for split in ("train", "validation", "test")}
+    copy(fake["train"] / "img_0000.jpg", fake["train"] / "z_copy.jpg")  # within train
+    copy(fake["test"] / "img_0000.jpg", fake["train"] / "from_test.jpg")  # train and test
+    copy(fake["test"] / "img_0001.jpg", fake["validation"] / "from_test.jpg")  # validation, test
+    copy(fake["validation"] / "img_0000.jpg", fake["train"] / "from_val.jpg")  # train, validation
+    copy(fake["test"] / "img_0002.jpg", fake["test"] / "within_test.jpg")  # within test
+    copy(fake["test"] / "img_0003.jpg", fake["train"] / "three_a.jpg")  # in all three splits
+    copy(fake["test"] / "img_0003.jpg", fake["validation"] / "three_b.jpg")
+    return data
+
+
+def digests(root: Path) -> dict[str, list[str]]:
+    """Paths by content across the splits (raw and interim hold copies by design)."""
+    found: dict[str, list[str]] = {}
+    for path in sorted(
+        p for split in ("train", "validation", "test") for p in (root / split).rglob("*")
+    ):
+        if path.is_file():
+            found.setdefault(hashlib.sha256(path.read_bytes()).hexdigest(), []).append(
+                path.relative_to(root).as_posix()
+            )
+    return found
+
+
+def counts(root: Path) -> Counter:
+    return Counter(p.parent.relative_to(root).as_posix() for p in root.rglob("*.jpg"))
+
+
+def test_duplicates_keep_test_intact_and_no_image_in_two_splits(duplicated, capsys):
+    before_counts = counts(duplicated)
+    test_before = snapshot(duplicated / "test")
+    assert delete("--duplicates", "data", "--yes") == 0
+    out = capsys.readouterr().out
+    summary = out.strip().splitlines()[-1]
+    assert summary == (
+        "duplicates: removed 6 files from data (train/Fake 4, validation/Fake 2); "
+        "6 sets of identical files; 1 sets within test left as they are "
+        "(--include-test removes those too)"
+    )
+    assert snapshot(duplicated / "test") == test_before
+    removed = before_counts - counts(duplicated)
+    assert removed == Counter({"train/Fake": 4, "validation/Fake": 2})  # the report's figures
+    groups = [paths for paths in digests(duplicated).values() if len(paths) > 1]
+    assert groups == [["test/Fake/img_0002.jpg", "test/Fake/within_test.jpg"]]
+    kept = {p.name for p in (duplicated / "train" / "Fake").iterdir()}
+    assert "img_0000.jpg" in kept and "z_copy.jpg" not in kept  # first by path stays
+    assert "from_val.jpg" not in kept
+    assert (duplicated / "validation" / "Fake" / "img_0000.jpg").exists()
+
+
+def test_include_test_leaves_no_two_equal_files(duplicated, capsys):
+    assert delete("--duplicates", "data", "--yes", "--include-test") == 0
+    assert all(len(paths) == 1 for paths in digests(duplicated).values())
+    assert not (duplicated / "test" / "Fake" / "within_test.jpg").exists()
+
+
+def test_duplicates_without_yes_only_list(duplicated, capsys):
+    before = snapshot(duplicated)
+    assert delete("--duplicates", "data") == 0
+    out = capsys.readouterr().out
+    assert out.count("duplicate: ") == 6
+    assert "would remove 6 files" in out
+    assert snapshot(duplicated) == before
+
+
+def test_interrupted_duplicate_clean_up_finishes_the_same(duplicated, tmp_path, capsys):
+    reference = tmp_path / "reference"
+    shutil.copytree(duplicated, reference / "data")
+    os.chdir(reference)
+    assert delete("--duplicates", "data", "--yes") == 0
+    os.chdir(duplicated.parent)
+    plan = cleaning.plan_duplicates(duplicated)
+    for copy_item, _ in plan.remove[:3]:  # as if killed after three removals
+        copy_item.path.unlink()
+    assert delete("--duplicates", "data", "--yes") == 0
+    assert snapshot(duplicated) == snapshot(reference / "data")
+    assert delete("--duplicates", "data", "--yes") == 0
+    assert "removed 0 files" in capsys.readouterr().out.strip().splitlines()[-1]
