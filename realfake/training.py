@@ -464,6 +464,7 @@ def train(args) -> dict:
             epochs=args.epochs,
             initial_epoch=initial_epoch,
             steps_per_epoch=steps_per_epoch,
+            shuffle=False,  # the dataset shuffles itself, per epoch
             callbacks=callbacks,
             verbose=verbose,
         )

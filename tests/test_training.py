@@ -1,0 +1,362 @@
+"""The training stage: the stopping callback on scripted logs, batch-norm re-estimation, resuming
+after kill -9, usage errors, and one tiny end-to-end run of the real model."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_tree
+
+import realfake  # noqa: F401  (before TensorFlow)
+
+REPO = Path(__file__).resolve().parents[1]
+SPLIT_COUNTS = {"train": 16, "validation": 4, "test": 4}
+
+
+def split_tree(root: Path, counts: dict[str, int] = SPLIT_COUNTS, seed: int = 0) -> Path:
+    """data/{train,validation,test}/{Fake,Real} of small random JPEGs."""
+    return make_tree(
+        root,
+        {f"{split}/{cls}": n for split, n in counts.items() for cls in ("Fake", "Real")},
+        seed=seed,
+    )
+
+
+def tiny_model(image_size=32, **unused):
+    """A small conv net with batch norm, standing in for ResNet101 where only the training
+    machinery is under test."""
+    import keras
+
+    inputs = keras.Input((image_size, image_size, 3))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(4, 3, strides=4)(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(2, activation="softmax", name="predictions")(x)
+    return keras.Model(inputs, outputs)
+
+
+def scripted_model():
+    import keras
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    return model
+
+
+def run_epochs(callback, model, logs_by_epoch):
+    """Drive a callback with scripted logs; epoch k's weights are all k, to tell them apart."""
+    callback.set_model(model)
+    callback.on_train_begin()
+    for epoch, logs in enumerate(logs_by_epoch):
+        model.set_weights([np.full(w.shape, float(epoch)) for w in model.get_weights()])
+        callback.on_epoch_end(epoch, dict(logs))
+        if model.stop_training:
+            break
+    callback.on_train_end()
+    return epoch
+
+
+def test_stop_callback_stops_restores_and_saves_the_best_epoch(tmp_path):
+    import keras
+
+    from realfake.training import StopTrainingOnValidationLoss
+
+    model = scripted_model()
+    model.stop_training = False
+    path = tmp_path / "best.h5"
+    callback = StopTrainingOnValidationLoss(grace_epochs=2, save_path=path, verbose=False)
+    logs = [
+        {"loss": 0.9, "val_loss": 1.5},  # above training loss, but within the grace epochs
+        {"loss": 0.7, "val_loss": 0.8},
+        {"loss": 0.6, "val_loss": 0.5},  # lowest validation loss
+        {"loss": 0.5, "val_loss": 0.55},  # above training loss after the grace epochs: stop
+        {"loss": 0.4, "val_loss": 0.3},  # never reached
+    ]
+    last = run_epochs(callback, model, logs)
+    assert last == 3 and callback.stopped_epoch == 3
+    assert callback.best_epoch == 2 and callback.best == pytest.approx(0.5)
+    assert all(np.all(w == 2.0) for w in model.get_weights())
+    saved = keras.models.load_model(path)
+    assert all(np.all(w == 2.0) for w in saved.get_weights())
+
+
+def test_stop_callback_never_stops_within_grace_and_restores_at_the_end():
+    from realfake.training import StopTrainingOnValidationLoss
+
+    model = scripted_model()
+    model.stop_training = False
+    callback = StopTrainingOnValidationLoss(grace_epochs=3, verbose=False)
+    logs = [{"loss": 0.5, "val_loss": v} for v in (0.9, 0.6, 0.7)]
+    last = run_epochs(callback, model, logs)
+    assert last == 2 and callback.stopped_epoch is None and not model.stop_training
+    assert callback.best_epoch == 1
+    assert all(np.all(w == 1.0) for w in model.get_weights())
+
+
+def test_stop_callback_state_survives_a_resume():
+    from realfake.training import StopTrainingOnValidationLoss
+
+    model = scripted_model()
+    model.stop_training = False
+    first = StopTrainingOnValidationLoss(grace_epochs=0, verbose=False)
+    first.set_model(model)
+    first.on_train_begin()
+    model.set_weights([np.full(w.shape, 7.0) for w in model.get_weights()])
+    first.on_epoch_end(0, {"loss": 1.0, "val_loss": 0.4})
+
+    resumed = StopTrainingOnValidationLoss(grace_epochs=0, verbose=False)
+    resumed.restore(first.state(), first.best_weights)
+    resumed.set_model(model)
+    resumed.on_train_begin()  # must not forget the restored best
+    model.set_weights([np.full(w.shape, 8.0) for w in model.get_weights()])
+    resumed.on_epoch_end(1, {"loss": 1.0, "val_loss": 0.45})
+    resumed.on_train_end()
+    assert resumed.best_epoch == 0
+    assert all(np.all(w == 7.0) for w in model.get_weights())
+
+
+def test_batch_norm_statistics_are_reestimated_from_training_batches():
+    import keras
+    import tensorflow as tf
+
+    from realfake.training import batch_norm_layers, recalibrate_batch_norm
+
+    model = tiny_model()
+    batch_norm = batch_norm_layers(model)[0]
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, size=(24, 32, 32, 3)).astype(np.float32)
+    batches = tf.data.Dataset.from_tensor_slices(images).batch(8)
+    features = keras.Model(model.input, model.layers[2].output)  # the conv, before batch norm
+    per_batch = [np.asarray(features(images[k : k + 8])) for k in range(0, 24, 8)]
+    expected_mean = np.mean([b.mean(axis=(0, 1, 2)) for b in per_batch], axis=0)
+    expected_variance = np.mean([b.var(axis=(0, 1, 2)) for b in per_batch], axis=0)
+
+    used = recalibrate_batch_norm(model, batches, 3)
+    assert used == 3
+    # An even average would match exactly; the decayed one weights batches 1 : 1.5 : 2.25.
+    weights = np.array([(2 / 3) ** 2, 2 / 3, 1.0])
+    weights /= weights.sum()
+    weighted_mean = np.tensordot(weights, [b.mean(axis=(0, 1, 2)) for b in per_batch], 1)
+    np.testing.assert_allclose(batch_norm.moving_mean.numpy(), weighted_mean, rtol=1e-4, atol=1e-5)
+    assert np.allclose(batch_norm.moving_mean.numpy(), expected_mean, rtol=0.2, atol=0.05)
+    assert np.all(batch_norm.moving_variance.numpy() > 0.5 * expected_variance)
+    assert batch_norm.momentum == pytest.approx(0.99)
+    assert recalibrate_batch_norm(model, batches, 0) == 0
+
+
+RUNNER = """
+import os, sys, time
+sys.path.insert(0, {tests!r})
+import realfake.model
+import realfake.training as training
+from test_training import tiny_model
+
+realfake.model.build_model = tiny_model
+original = training.TrainingCheckpoint.on_epoch_end
+
+def on_epoch_end(self, epoch, logs=None):
+    original(self, epoch, logs)
+    time.sleep(float(os.environ.get("EPOCH_SLEEP", "0")))
+
+training.TrainingCheckpoint.on_epoch_end = on_epoch_end
+import model_training
+sys.exit(model_training.main(sys.argv[1:]))
+"""
+
+
+def training_args(data: Path, out: Path) -> list[str]:
+    return [
+        "--data", str(data), "--weights", "none", "--epochs", "6", "--batch-size", "8",
+        "--grace-epochs", "100", "--patience", "100", "--bn-batches", "2", "--quiet",
+        "--model-path", str(out / "model.h5"), "--metrics-dir", str(out / "metrics"),
+        "--checkpoint-dir", str(out / "checkpoint"),
+    ]  # fmt: skip
+
+
+def start_runner(tmp_path: Path, args: list[str], sleep: float) -> subprocess.Popen:
+    runner = tmp_path / "runner.py"
+    runner.write_text(RUNNER.format(tests=str(REPO / "tests")))
+    env = dict(os.environ, PYTHONPATH=str(REPO), EPOCH_SLEEP=str(sleep), TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.Popen(
+        [sys.executable, str(runner), *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.slow
+def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
+    data = split_tree(tmp_path / "data")
+    reference_dir, resumed_dir = tmp_path / "reference", tmp_path / "resumed"
+
+    reference = start_runner(tmp_path, training_args(data, reference_dir), sleep=0)
+    interrupted = start_runner(tmp_path, training_args(data, resumed_dir), sleep=1.5)
+    state_path = resumed_dir / "checkpoint" / "state.json"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+        if state.get("epoch", -1) >= 2 or interrupted.poll() is not None:
+            break
+        time.sleep(0.2)
+    interrupted.send_signal(signal.SIGKILL)
+    interrupted.communicate()
+    assert interrupted.returncode == -signal.SIGKILL, "the run finished before it was killed"
+    assert not (resumed_dir / "model.h5").exists()
+    killed_after = json.loads(state_path.read_text())["epoch"]
+    assert 2 <= killed_after < 5
+
+    out, err = reference.communicate(timeout=300)
+    assert reference.returncode == 0, err[-2000:]
+
+    # Resuming with other settings is refused, naming the setting.
+    refused = start_runner(
+        tmp_path, [*training_args(data, resumed_dir), "--resume", "--l2", "0.5"], 0
+    )
+    _, err = refused.communicate(timeout=300)
+    assert refused.returncode == 1 and "error: --resume needs" in err and "--l2" in err
+
+    resumed = start_runner(tmp_path, [*training_args(data, resumed_dir), "--resume"], sleep=0)
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err[-2000:]
+    assert f"resuming after epoch {killed_after + 1}" in err
+
+    expected, got = (
+        read_csv(reference_dir / "metrics" / "training_log.csv"),
+        read_csv(resumed_dir / "metrics" / "training_log.csv"),
+    )
+    assert [row["epoch"] for row in got] == [str(e) for e in range(6)]
+    for key in ("loss", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(
+            [float(r[key]) for r in got], [float(r[key]) for r in expected], rtol=1e-4, atol=1e-6
+        )
+    card = json.loads((resumed_dir / "model.json").read_text())
+    assert card["epochs_run"] == 6
+    reference_card = json.loads((reference_dir / "model.json").read_text())
+    for key in ("loss", "accuracy", "auc", "f1", "threshold"):
+        assert card["test_metrics"][key] == pytest.approx(
+            reference_card["test_metrics"][key], rel=1e-4, abs=1e-6
+        )
+    assert not (resumed_dir / "checkpoint").exists()
+
+
+def test_resume_without_a_checkpoint_is_an_error(tmp_path, capsys):
+    import model_training
+
+    data = split_tree(tmp_path / "data", {"train": 2, "validation": 1, "test": 1})
+    code = model_training.main([*training_args(data, tmp_path / "out"), "--resume"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: nothing to resume") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--epochs", "0"], "--epochs must be at least 1"),
+        (["--image-size", "16"], "--image-size must be at least 32"),
+        (["--limit-per-class", "0"], "--limit-per-class must be at least 1"),
+        (["--strategy", "tpu"], "invalid choice"),
+    ],
+)
+def test_usage_errors(argv, message, capsys):
+    import model_training
+
+    with pytest.raises(SystemExit) as caught:
+        model_training.main(argv)
+    assert caught.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_split_is_a_one_line_error(tmp_path, capsys):
+    import model_training
+
+    make_tree(tmp_path / "data", {"train/Fake": 1, "train/Real": 1})
+    assert model_training.main(["--data", str(tmp_path / "data"), "--weights", "none"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "validation, test" in err and err.count("\n") == 1
+
+
+def test_architecture_plot_warns_without_graphviz(tmp_path, monkeypatch, capsys):
+    from realfake.metrics import plot_architecture
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no `dot` here
+    assert plot_architecture(tiny_model(), tmp_path / "model_architecture.png") is None
+    assert not (tmp_path / "model_architecture.png").exists()
+    err = capsys.readouterr().err
+    assert err.startswith("warning: model_architecture.png not drawn") and "graphviz" in err
+
+
+@pytest.mark.slow
+def test_tiny_end_to_end_run_writes_every_output(tmp_path, capsys):
+    """The real ResNet101, one epoch on a few images: every file, the card, and evaluation."""
+    import evaluate_model
+    import model_training
+
+    data = make_tree(
+        tmp_path / "data",
+        {"train/FAKE": 8, "train/REAL": 8, "validation/Fake": 4, "validation/Real": 4,
+         "test/Fake": 4, "test/Real": 3},
+    )  # fmt: skip
+    model_path = tmp_path / "models" / "classifier.h5"
+    metrics_dir = tmp_path / "metrics_graphs"
+    code = model_training.main(
+        [
+            "--data", str(data), "--weights", "none", "--epochs", "1", "--batch-size", "8",
+            "--dense-units", "8", "--bn-batches", "1", "--quiet", "--model-path", str(model_path),
+            "--metrics-dir", str(metrics_dir), "--checkpoint-dir", str(tmp_path / "checkpoint"),
+        ]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "trained 1 epochs on 16 images" in out and "test accuracy" in out
+    assert sorted(p.name for p in model_path.parent.iterdir()) == [
+        "classifier.h5",
+        "classifier.json",
+    ]
+    assert sorted(p.name for p in metrics_dir.iterdir()) == sorted(
+        [f"training_{m}.png" for m in ("loss", "accuracy", "precision", "recall", "auc", "f1")]
+        + ["confusion_matrix.png", "roc_curve.png", "model_architecture.png"]
+        + ["training_log.csv", "test_metrics.json"]
+    )
+    assert not (tmp_path / "checkpoint").exists()
+    log = read_csv(metrics_dir / "training_log.csv")
+    assert len(log) == 1 and {"loss", "val_loss", "f1", "val_f1", "val_auc"} <= set(log[0])
+    float(log[0]["val_f1"])  # a scalar (Fake's F1), not a per-class array
+
+    card = json.loads(model_path.with_suffix(".json").read_text())
+    assert card["class_names"] == ["Fake", "Real"] and card["positive_class"] == "Fake"
+    assert card["image_size"] == 32 and card["weights"] == "none"
+    assert card["training_data"] == {
+        "train": {"Fake": 8, "Real": 8},
+        "validation": {"Fake": 4, "Real": 4},
+        "test": {"Fake": 4, "Real": 3},
+    }
+    assert 0.0 <= card["threshold"] <= 1.0
+    assert set(card["test_metrics"]) >= {"loss", "accuracy", "precision", "recall", "auc", "f1"}
+    assert card["epochs_run"] == 1 and card["images_per_second"] > 0
+
+    # Evaluation of the saved model on the test folder reproduces the card's test metrics.
+    assert evaluate_model.main(
+        ["--model", str(model_path), "--data", str(data / "test"), "--quiet",
+         "--output", str(tmp_path / "evaluation")]
+    ) == 0  # fmt: skip
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in ("accuracy", "precision", "recall", "f1", "threshold"):
+        assert metrics[key] == pytest.approx(card["test_metrics"][key])
+    assert metrics["auc"] == pytest.approx(card["test_metrics"]["auc"], abs=1e-6)
+    assert metrics["loss"] == pytest.approx(card["test_metrics"]["loss"], rel=1e-4)
