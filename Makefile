@@ -32,8 +32,12 @@ demo-data: setup
 	cd $(DEMO_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/data_split_d1.py
 	cd $(DEMO_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/data_merger.py
 
+# Duplicates first, so that copies are not augmented and the class counts come out exact.
 demo-clean: setup
-	@echo "demo-clean: not built yet"
+	cd $(DEMO_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/data_deleter.py --corrupt data --duplicates data --yes --quiet
+	cd $(DEMO_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/data_augmentation.py --target-per-class 600 --preview augmentation_preview.png
+	cd $(DEMO_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/move_augmented_images.py
+	cd $(DEMO_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/data_deleter.py data/interim data/augmented_train --yes
 
 demo-train: setup
 	@echo "demo-train: not built yet"

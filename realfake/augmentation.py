@@ -497,6 +497,8 @@ def move_augmented(source_root: Path, dest_root: Path, *, quiet: bool = False) -
         )
     source_folders = class_folders(source_root)
     if not source_folders:
+        if stamp is not None and stamp.get("stage") == "augmentation":  # it had nothing to add
+            return MoveReport(Counter(), _remove_emptied(source_root, []))
         raise PipelineError(f"no class folders (Fake, Real or an alias) in {source_root}")
     dest_folders = class_folders(dest_root)
     moves: list[tuple[str, Path, Path]] = []

@@ -119,3 +119,19 @@ def test_other_files_stay_with_their_folder(augmented, capsys):
     assert (source / "FAKE" / "notes.txt").read_text() == "keep me"
     assert not (source / "real").exists()
     assert "1 other files stay" in capsys.readouterr().out
+
+
+def test_augmentation_with_nothing_to_add_moves_nothing_and_tidies_up(tmp_path, capsys):
+    train = make_tree(tmp_path / "data" / "train", {"Fake": 3, "Real": 3})
+    dest = tmp_path / "data" / "augmented_train"
+    arguments = ["--source", str(train), "--dest", str(dest), "--target-per-class", "3"]
+    assert data_augmentation.main([*arguments, "--quiet"]) == 0
+    before = snapshot(train)
+    assert move(dest, train) == 0
+    assert snapshot(train) == before
+    assert not dest.exists()
+    assert (
+        capsys.readouterr()
+        .out.strip()
+        .endswith(f"move: moved 0 images into {train}; removed {dest}")
+    )
