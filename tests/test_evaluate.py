@@ -1,0 +1,121 @@
+"""evaluate_model.py and the metrics behind it: threshold choice, Fake-positive metrics, the files
+written, the card's threshold applied, and one-line errors."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
+
+import evaluate_model
+from realfake.metrics import balanced_accuracy, choose_threshold, classification_metrics
+from realfake.modelcard import load_card, save_card
+
+COUNTS = {"FAKE": 5, "REAL": 3}  # aliases, as the Kaggle archive names them
+
+
+def last_json_line(out: str) -> dict:
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_choose_threshold_separates_and_prefers_the_middle():
+    labels = np.array([0, 0, 0, 1, 1, 1])  # Fake = 0
+    p_fake = np.array([0.9, 0.8, 0.7, 0.3, 0.2, 0.1])
+    threshold = choose_threshold(labels, p_fake)
+    assert threshold == pytest.approx(0.5)  # every threshold in (0.3, 0.7] is perfect
+    assert balanced_accuracy(labels, p_fake, threshold) == 1.0
+
+    shifted = np.array([0.45, 0.42, 0.40, 0.2, 0.1, 0.05])
+    threshold = choose_threshold(labels, shifted)
+    assert 0.2 < threshold <= 0.40 and balanced_accuracy(labels, shifted, threshold) == 1.0
+
+
+def test_choose_threshold_is_not_pulled_to_the_majority_class():
+    labels = np.array([0] * 2 + [1] * 8)
+    p_fake = np.array([0.6, 0.55] + [0.58] + [0.1] * 7)
+    threshold = choose_threshold(labels, p_fake)
+    # Both Fakes found at the cost of one Real, rather than a perfect Real class and half the Fakes.
+    assert balanced_accuracy(labels, p_fake, threshold) == pytest.approx((1.0 + 7 / 8) / 2)
+
+
+def test_classification_metrics_use_fake_as_positive():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 50)
+    p_fake = np.clip(np.where(labels == 0, 0.65, 0.35) + rng.normal(0, 0.2, 50), 0.01, 0.99)
+    metrics = classification_metrics(labels, p_fake, threshold=0.5)
+    is_fake, says_fake = labels == 0, p_fake >= 0.5
+    assert metrics["accuracy"] == pytest.approx(np.mean(is_fake == says_fake))
+    assert metrics["precision"] == pytest.approx(precision_score(is_fake, says_fake))
+    assert metrics["recall"] == pytest.approx(recall_score(is_fake, says_fake))
+    assert metrics["f1"] == pytest.approx(f1_score(is_fake, says_fake))
+    assert metrics["auc"] == pytest.approx(roc_auc_score(is_fake, p_fake))
+    expected_loss = -np.mean(np.where(is_fake, np.log(p_fake), np.log(1 - p_fake)))
+    assert metrics["loss"] == pytest.approx(expected_loss)
+    assert metrics["positive_class"] == "Fake" and metrics["images"] == 50
+
+
+def test_evaluate_writes_metrics_and_plots(saved_model, image_tree, tmp_path, capsys):
+    import keras
+
+    from realfake.data import load_split
+
+    data = image_tree(COUNTS, name="test")
+    output = tmp_path / "evaluation"
+    code = evaluate_model.main(
+        ["--model", str(saved_model), "--data", str(data), "--output", str(output), "--quiet"]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert sorted(p.name for p in output.iterdir()) == [
+        "confusion_matrix.png",
+        "metrics.json",
+        "roc_curve.png",
+    ]
+    metrics = last_json_line(out)
+    assert metrics == json.loads((output / "metrics.json").read_text())
+    assert metrics["counts"] == {"Fake": 5, "Real": 3} and metrics["images"] == 8
+    assert metrics["threshold"] == 0.5 and metrics["positive_class"] == "Fake"
+    assert "evaluated 8 images (Fake 5, Real 3)" in out
+
+    # The same numbers as scoring the model directly on the shared decoding, one image at a time
+    # (as the app does) or in a batch.
+    model = keras.models.load_model(saved_model, compile=False)
+    split = load_split(data, 32, quiet=True)
+    pixels = split.images.astype(np.float32)
+    one_by_one = np.array([model.predict(image[None], verbose=0)[0, 0] for image in pixels])
+    batched = model.predict(split.images.astype(np.float32), verbose=0)[:, 0]
+    np.testing.assert_allclose(one_by_one, batched, atol=1e-6)
+    expected = classification_metrics(split.labels, batched, 0.5)
+    for key in ("accuracy", "precision", "recall", "f1", "auc"):
+        assert metrics[key] == pytest.approx(expected[key], abs=1e-6)
+
+
+@pytest.mark.parametrize(("threshold", "accuracy"), [(0.0, 5 / 8), (1.0, 3 / 8)])
+def test_evaluate_applies_the_cards_threshold(
+    threshold, accuracy, saved_model, image_tree, tmp_path, capsys
+):
+    model_path = tmp_path / "copy.h5"
+    shutil.copy(saved_model, model_path)
+    save_card(model_path, {**load_card(saved_model), "threshold": threshold})
+    data = image_tree(COUNTS, name="test")
+    argv = ["--model", str(model_path), "--data", str(data), "--output", str(tmp_path / "e")]
+    assert evaluate_model.main([*argv, "--quiet"]) == 0
+    metrics = last_json_line(capsys.readouterr().out)
+    assert metrics["threshold"] == threshold
+    assert metrics["accuracy"] == pytest.approx(accuracy)  # all Fake, then all Real
+
+
+def test_evaluate_errors_are_one_line(saved_model, image_tree, tmp_path, capsys):
+    data = image_tree({"FAKE": 2}, name="only_fake")
+    assert evaluate_model.main(["--model", str(saved_model), "--data", str(data)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "no Real folder" in err and err.count("\n") == 1
+
+    assert evaluate_model.main(["--model", str(tmp_path / "none.h5"), "--data", str(data)]) == 1
+    assert capsys.readouterr().err == f"error: model not found: {tmp_path / 'none.h5'}\n"
+
+    with pytest.raises(SystemExit) as caught:
+        evaluate_model.main(["--batch-size", "0"])
+    assert caught.value.code == 2
+    assert "--batch-size must be at least 1" in capsys.readouterr().err
