@@ -14,12 +14,16 @@ Example:
 """
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 import realfake  # noqa: F401  (sets TensorFlow's environment before it is imported)
 from realfake import config
 from realfake.cli import add_quiet_argument, report_errors
+
+# TensorFlow's start-up notices (oneDNN, CUDA probing) would bury the stage's own output.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 CHECKPOINT_DIR = Path("runs") / "training"
 
@@ -100,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit-per-class",
         type=int,
         default=None,
-        help="use at most N images per class and split, for quick runs (default: all)",
+        help="use at most N images per class and split, for quick runs (None: all)",
     )
     parser.add_argument(
         "--freeze-base",
