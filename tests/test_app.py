@@ -536,3 +536,27 @@ def test_app_module_exposes_the_factory_for_flask_and_gunicorn():
     from realfake import webapp
 
     assert app_script.create_app is webapp.create_app
+
+
+def test_app_probabilities_equal_evaluate_model_pipeline(app, client, tmp_path):
+    """evaluate_model.py decodes with load_split and predicts with predict_fake: same numbers."""
+    from realfake.data import load_split
+    from realfake.metrics import predict_fake
+
+    kinds = ["jpeg", "png", "webp", "cmyk", "16-bit", "rgba", "large"]
+    for index, kind in enumerate(kinds):
+        folder = tmp_path / ("FAKE" if index % 2 else "REAL")
+        folder.mkdir(exist_ok=True)
+        extension = {"jpeg": ".jpg", "cmyk": ".jpg", "large": ".jpg", "webp": ".webp"}
+        (folder / f"{kind}{extension.get(kind, '.png')}").write_bytes(UPLOADS[kind]())
+    predictor = app.extensions[EXTENSION].get()
+    split = load_split(tmp_path, predictor.image_size, quiet=True)
+    evaluated = predict_fake(predictor.model, split.images, batch_size=64)
+    served = [
+        post_files(client, [(path.read_bytes(), path.name)]).get_json()["predictions"][0][
+            "probability_fake"
+        ]
+        for path in split.paths
+    ]
+    assert len(served) == len(kinds)
+    assert served == pytest.approx(list(evaluated), abs=1e-6)
