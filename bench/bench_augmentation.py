@@ -4,8 +4,9 @@ Both make one augmented JPEG per source image with the same transformation range
 shifts 0.2, shear 0.2, zoom 0.2, horizontal flip, nearest fill) at the same resolution, writing
 files into the same work folder. Keras gets the images already decoded in memory (its
 `flow(x, batch_size=1, save_to_dir=...)` way); the project's stage reads and decodes the files
-itself. Rounds alternate between the two so that load from other processes hits both alike; the
-table shows each one's median.
+itself; a second Keras row also reads the files, with Keras's `load_img`. Rounds alternate between
+the methods so that load from other processes hits all alike; the table shows each one's best
+round.
 
 Reads:  CIFAKE images from --archive (default: $CIFAKE_SAMPLE_ARCHIVE), or generated images.
 Writes: only a temporary work folder, removed at the end.
@@ -15,9 +16,11 @@ Example:
 """
 
 import argparse
+import json
 import os
+import resource
 import shutil
-import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="zip of CIFAKE images (default: $CIFAKE_SAMPLE_ARCHIVE; generated images if unset)",
     )
     parser.add_argument(
-        "--images", type=int, default=2000, help="source images per round (default: %(default)s)"
+        "--images", type=int, default=1000, help="source images per round (default: %(default)s)"
     )
     parser.add_argument(
         "--image-size",
@@ -71,15 +74,25 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path(tempfile.gettempdir()),
         help="where the temporary folders go (default: %(default)s)",
     )
+    # One measurement in a fresh process, so that neither method pays for the other's imports
+    # (forking workers from a process that holds TensorFlow is slower).
+    parser.add_argument("--run", choices=("memory", "files", "project"), help=argparse.SUPPRESS)
+    parser.add_argument("--output", type=Path, help=argparse.SUPPRESS)
     return parser
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished child processes (the workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def prepare_sources(archive: Path | None, count: int, image_size: int | None, folder: Path):
-    """Write `count` source images into folder/{Fake,Real}; return them decoded as an array."""
+    """Write `count` source images into folder/{Fake,Real}; return their (height, width)."""
     import numpy as np
     from PIL import Image
 
-    arrays = []
     if archive is not None:
         with zipfile.ZipFile(archive) as zipped:
             names = sorted(
@@ -87,11 +100,12 @@ def prepare_sources(archive: Path | None, count: int, image_size: int | None, fo
                 for name in zipped.namelist()
                 if is_image_name(Path(name)) and canonical_class(Path(name).parent.name)
             )
-            if len(names) < count:
-                raise SystemExit(f"error: {archive} holds only {len(names):,} images")
+            if not names:
+                raise SystemExit(f"error: {archive} holds no images in class folders")
+            # Spread over the archive; past its size, images repeat under new names.
             step = len(names) / count
             for index in range(count):
-                name = names[int(index * step)]
+                name = names[int(index * step) if count <= len(names) else index % len(names)]
                 target = folder / canonical_class(Path(name).parent.name) / f"{index:06d}.jpg"
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(zipped.read(name))
@@ -107,16 +121,32 @@ def prepare_sources(archive: Path | None, count: int, image_size: int | None, fo
     if image_size is not None:
         for path in sorted(folder.rglob("*.jpg")):
             Image.fromarray(load_rgb(path, image_size)).save(path, quality=95)
-    for path in sorted(folder.rglob("*.jpg")):
-        arrays.append(load_rgb(path))
-    return np.stack(arrays).astype("float32")
+    return load_rgb(next(folder.rglob("*.jpg"))).shape[:2]
 
 
-def run_keras(images, output: Path) -> float:
-    """Seconds for Keras to augment and save each image once, as the original project did."""
+def load_sources(folder: Path):
+    """The source images decoded into one float32 array, as Keras's flow takes them."""
+    import numpy as np
+
+    return np.stack([load_rgb(path) for path in sorted(folder.rglob("*.jpg"))]).astype("float32")
+
+
+def run_keras(images, output: Path, source: Path | None = None) -> tuple[float, float]:
+    """Seconds for Keras to augment and save each image once, as the original project did.
+
+    With `source`, the timing also includes reading the images from those files with Keras's
+    own loader, which the project's stage has to do as well.
+    """
+    import numpy as np
     from keras.src.legacy.preprocessing.image import ImageDataGenerator
+    from keras.utils import img_to_array, load_img
 
     output.mkdir(parents=True)
+    start, start_cpu = time.perf_counter(), cpu_seconds()
+    if source is not None:
+        paths = sorted(source.rglob("*.jpg"))
+        images = np.stack([img_to_array(load_img(path)) for path in paths])
+    loading, loading_cpu = time.perf_counter() - start, cpu_seconds() - start_cpu
     generator = ImageDataGenerator(
         rotation_range=20,
         width_shift_range=0.2,
@@ -126,7 +156,7 @@ def run_keras(images, output: Path) -> float:
         horizontal_flip=True,
         fill_mode="nearest",
     )
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), cpu_seconds()
     flow = generator.flow(
         images,
         batch_size=1,
@@ -137,22 +167,59 @@ def run_keras(images, output: Path) -> float:
     )
     for _ in range(len(images)):
         next(flow)
-    elapsed = time.perf_counter() - start
+    elapsed = time.perf_counter() - start + loading
+    cpu = cpu_seconds() - start_cpu + loading_cpu
     written = sum(1 for _ in output.iterdir())
     if written != len(images):
         raise SystemExit(f"error: Keras wrote {written:,} files, expected {len(images):,}")
-    return elapsed
+    return elapsed, cpu
 
 
-def run_project(source: Path, output: Path, workers: int, count: int) -> float:
+def run_project(source: Path, output: Path, workers: int, count: int) -> tuple[float, float]:
     """Seconds for the project's stage (planning, decoding, augmenting, writing) at copies=1."""
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), cpu_seconds()
     plan = plan_augmentation(source, output, copies=1, seed=SEED)
     report = augment(plan, output, AugmentationSettings(), workers=workers, quiet=True)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, cpu_seconds() - start_cpu
     if sum(report.written.values()) != count:
         raise SystemExit(f"error: wrote {sum(report.written.values()):,}, expected {count:,}")
-    return elapsed
+    return elapsed, cpu
+
+
+def measure(args: argparse.Namespace, method: str, output: Path) -> tuple[float, float]:
+    """Run one measurement in a child process; return its (wall, CPU) seconds."""
+    command = [
+        sys.executable,
+        __file__,
+        "--run",
+        method,
+        "--work-dir",
+        str(args.work_dir),
+        "--output",
+        str(output),
+        "--workers",
+        str(args.workers),
+        "--images",
+        str(args.images),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"error: the {method} run failed: {result.stderr.strip()[-500:]}")
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    return measured["wall"], measured["cpu"]
+
+
+def run_one(args: argparse.Namespace) -> int:
+    """The child's side of `measure`: sources in work-dir/source, output in --output."""
+    source = args.work_dir / "source"
+    if args.run == "memory":
+        wall, cpu = run_keras(load_sources(source), args.output)
+    elif args.run == "files":
+        wall, cpu = run_keras(None, args.output, source)
+    else:
+        wall, cpu = run_project(source, args.output, args.workers, args.images)
+    print(json.dumps({"wall": wall, "cpu": cpu}))
+    return 0
 
 
 @report_errors
@@ -161,32 +228,40 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.images < 1 or args.rounds < 1 or args.workers < 1:
         parser.error("--images, --rounds and --workers must be at least 1")
+    if args.run is not None:
+        return run_one(args)
     if args.archive is not None and not Path(args.archive).is_file():
         parser.error(f"--archive {args.archive} does not exist")
 
     work = Path(tempfile.mkdtemp(prefix="bench_augmentation_", dir=args.work_dir))
     try:
-        images = prepare_sources(args.archive, args.images, args.image_size, work / "source")
-        height, width = images.shape[1:3]
-        keras_times, project_times = [], []
+        height, width = prepare_sources(args.archive, args.images, args.image_size, work / "source")
+        child = argparse.Namespace(**{**vars(args), "work_dir": work})
+        runs: dict[str, list[tuple[float, float]]] = {"memory": [], "files": [], "project": []}
         for round_index in range(args.rounds):
-            keras_times.append(run_keras(images, work / f"keras_{round_index}"))
-            project_times.append(
-                run_project(
-                    work / "source", work / f"project_{round_index}", args.workers, args.images
-                )
-            )
-        keras_rate = args.images / statistics.median(keras_times)
-        project_rate = args.images / statistics.median(project_times)
+            for method in runs:
+                runs[method].append(measure(child, method, work / f"{method}_{round_index}"))
+        rates = {name: args.images / min(wall for wall, _ in found) for name, found in runs.items()}
+        cpu = {name: min(used for _, used in found) / args.images for name, found in runs.items()}
         source = args.archive.name if args.archive else "generated images"
         print(
-            f"{args.images:,} images of {height}x{width} from {source}, {args.rounds} rounds "
-            f"each, median, output in {args.work_dir}"
+            f"{args.images:,} images of {height}x{width} from {source}; best of {args.rounds} "
+            f"alternating rounds; output under {args.work_dir}; load average "
+            f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
         )
-        print(f"{'method':<44} {'images/s':>9} {'ratio':>6}")
-        print(f"{'Keras ImageDataGenerator.flow(save_to_dir)':<44} {keras_rate:>9,.0f} {1:>6.1f}")
-        label = f"realfake augmentation, {args.workers} worker(s)"
-        print(f"{label:<44} {project_rate:>9,.0f} {project_rate / keras_rate:>6.1f}")
+        rows = [
+            ("Keras flow(save_to_dir), images in memory", "memory"),
+            ("Keras load_img + flow(save_to_dir), files", "files"),
+            (f"realfake augmentation, files, {args.workers} worker(s)", "project"),
+        ]
+        print(
+            f"{'method':<50} {'images/s':>9} {'vs memory':>10} {'vs files':>9} {'CPU us/image':>13}"
+        )
+        for label, name in rows:
+            print(
+                f"{label:<50} {rates[name]:>9,.0f} {rates[name] / rates['memory']:>9.1f}x "
+                f"{rates[name] / rates['files']:>8.1f}x {cpu[name] * 1e6:>13,.0f}"
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -255,3 +255,38 @@ def test_missing_source_is_a_one_line_error(tmp_path, capsys):
         capsys.readouterr().err.strip()
         == f"error: source folder {tmp_path / 'nowhere'} does not exist"
     )
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"quality": 95},
+        {"quality": 75, "subsampling": 0},
+        {"quality": 90, "subsampling": 1},
+        {"progressive": True},
+        {"quality": 60, "optimize": True},
+    ],
+)
+def test_fast_jpeg_decoding_gives_load_rgbs_pixels(tmp_path, options):
+    from realfake.images import load_rgb
+
+    pixels = np.random.default_rng(1).integers(0, 256, size=(9, 12, 3), dtype=np.uint8)
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(pixels).resize((45, 31)).save(path, format="JPEG", **options)
+    assert augmentation._decode_plain_jpeg(path.read_bytes()) is not None
+    assert np.array_equal(augmentation.decode_source(path, None), load_rgb(path))
+
+
+def test_jpegs_needing_the_full_decoder_take_it(tmp_path):
+    from realfake.images import load_rgb
+
+    grey = tmp_path / "grey.jpg"
+    Image.fromarray(np.full((8, 8), 90, dtype=np.uint8)).save(grey)
+    rotated = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate on display
+    Image.new("RGB", (16, 8), "red").save(rotated, exif=exif)
+    for path in (grey, rotated, write_image(tmp_path / "x.png", seed=1)):
+        assert augmentation._decode_plain_jpeg(path.read_bytes()) is None
+        assert np.array_equal(augmentation.decode_source(path, None), load_rgb(path))
+    assert augmentation.decode_source(rotated, None).shape == (16, 8, 3)
