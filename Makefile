@@ -39,11 +39,16 @@ demo-clean: setup
 	cd $(DEMO_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/move_augmented_images.py
 	cd $(DEMO_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/data_deleter.py data/interim data/augmented_train --yes
 
+# From scratch (no download), a few hundred images and a few epochs: minutes on 2 CPU cores.
 demo-train: setup
-	@echo "demo-train: not built yet"
+	cd $(DEMO_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/model_training.py --weights none --epochs 4 --limit-per-class 200 --grace-epochs 2
+	cd $(DEMO_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/evaluate_model.py --data data/test --quiet
 
+# Checks that the demo model answers, then serves it only when asked (SERVE=1): `make demo` ends.
 demo-serve: setup
-	@echo "demo-serve: not built yet"
+	cd $(DEMO_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/app.py --check
+	@if [ -n "$(SERVE)" ]; then cd $(DEMO_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/app.py; \
+	else echo "serve it: cd $(DEMO_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/app.py   (or make demo-serve SERVE=1), then open http://127.0.0.1:5000/"; fi
 
 lint: setup
 	$(PYTHON) -m ruff check .

@@ -14,16 +14,12 @@ Example:
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 import realfake  # noqa: F401  (sets TensorFlow's environment before it is imported)
 from realfake import config
 from realfake.cli import add_quiet_argument, report_errors
-
-# TensorFlow's start-up notices (oneDNN, CUDA probing) would bury the stage's own output.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from realfake.errors import PipelineError
 from realfake.fileops import atomic_write_text
 
