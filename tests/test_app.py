@@ -560,3 +560,14 @@ def test_app_probabilities_equal_evaluate_model_pipeline(app, client, tmp_path):
     ]
     assert len(served) == len(kinds)
     assert served == pytest.approx(list(evaluated), abs=1e-6)
+
+
+def test_flask_command_line_finds_the_factory_and_env_settings(monkeypatch, tmp_path):
+    from flask.cli import ScriptInfo
+
+    missing = str(tmp_path / "none.h5")
+    monkeypatch.setenv("REALFAKE_MODEL_PATH", missing)
+    monkeypatch.setenv("REALFAKE_MAX_FILES", "3")
+    loaded = ScriptInfo(app_import_path="app").load_app()
+    assert loaded.config["MODEL_PATH"] == missing and loaded.config["MAX_FILES"] == 3
+    assert loaded.test_client().get("/health").status_code == 503
