@@ -414,7 +414,8 @@ def train(args) -> dict:
     early_stopping = ResumableEarlyStopping(args.patience)
     initial_epoch = 0
     if state is not None:
-        restore_checkpoint(model, checkpoint_dir)
+        with strategy.scope():
+            restore_checkpoint(model, checkpoint_dir)
         initial_epoch = state["epoch"] + 1
         stopper.restore(state["stop"], load_best_weights(checkpoint_dir, state))
         early_stopping.restore(state["early_stopping"])

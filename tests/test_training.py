@@ -223,13 +223,6 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
     out, err = reference.communicate(timeout=300)
     assert reference.returncode == 0, err[-2000:]
 
-    # Resuming with other settings is refused, naming the setting.
-    refused = start_runner(
-        tmp_path, [*training_args(data, resumed_dir), "--resume", "--l2", "0.5"], 0
-    )
-    _, err = refused.communicate(timeout=300)
-    assert refused.returncode == 1 and "error: --resume needs" in err and "--l2" in err
-
     resumed = start_runner(tmp_path, [*training_args(data, resumed_dir), "--resume"], sleep=0)
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err[-2000:]
@@ -262,6 +255,22 @@ def test_resume_without_a_checkpoint_is_an_error(tmp_path, capsys):
     assert code == 1
     err = capsys.readouterr().err
     assert err.startswith("error: nothing to resume") and err.count("\n") == 1
+
+
+def test_resume_with_other_settings_is_refused(tmp_path, capsys):
+    import model_training
+    from realfake.training import run_settings
+
+    data = split_tree(tmp_path / "data", {"train": 2, "validation": 1, "test": 1})
+    argv = training_args(data, tmp_path / "out")
+    interrupted = model_training.build_parser().parse_args(argv)
+    state = {"epoch": 1, "settings": run_settings(interrupted)}
+    (tmp_path / "out" / "checkpoint").mkdir(parents=True)
+    (tmp_path / "out" / "checkpoint" / "state.json").write_text(json.dumps(state))
+    assert model_training.main([*argv, "--resume", "--l2", "0.5", "--batch-size", "4"]) == 1
+    err = capsys.readouterr().err
+    assert err == "error: --resume needs the interrupted run's settings; these differ: " \
+        "--batch-size, --l2\n"  # fmt: skip
 
 
 @pytest.mark.parametrize(
