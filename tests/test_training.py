@@ -369,3 +369,33 @@ def test_tiny_end_to_end_run_writes_every_output(tmp_path, capsys):
         assert metrics[key] == pytest.approx(card["test_metrics"][key])
     assert metrics["auc"] == pytest.approx(card["test_metrics"]["auc"], abs=1e-6)
     assert metrics["loss"] == pytest.approx(card["test_metrics"]["loss"], rel=1e-4)
+
+
+def test_split_loading_counts_weights_and_batches(tmp_path):
+    from realfake.data import class_weights, load_split, make_dataset
+
+    folder = make_tree(tmp_path / "train", {"FAKE": 6, "real_images": 3})
+    split = load_split(folder, 32, quiet=True)
+    assert split.images.shape == (9, 32, 32, 3) and split.images.dtype == np.uint8
+    assert split.counts() == {"Fake": 6, "Real": 3}
+    assert load_split(folder, 32, limit_per_class=2, quiet=True).counts() == {"Fake": 2, "Real": 2}
+
+    weights = class_weights(split.labels)
+    assert weights == pytest.approx({0: 9 / 12, 1: 9 / 6})  # each class weighs the same in total
+    assert class_weights(np.array([0, 1, 0, 1])) is None
+
+    batches = list(make_dataset(split, 4, weights=weights, epochs=(0, 2)).as_numpy_iterator())
+    assert len(batches) == 6  # 3 batches per epoch, two epochs
+    images, labels, sample_weights = batches[0]
+    assert images.dtype == np.float32 and images.max() > 1.0  # raw 0-255 pixels
+    assert labels.shape == (4, 2) and np.all(labels.sum(axis=1) == 1)
+    assert np.allclose(sample_weights, np.where(labels[:, 0] == 1, 9 / 12, 9 / 6))
+    for epoch in (batches[:3], batches[3:]):  # each epoch is a permutation of the split
+        seen = np.concatenate([b[0] for b in epoch]).reshape(9, -1)
+        assert sorted(map(bytes, seen.astype(np.uint8))) == sorted(
+            map(bytes, split.images.reshape(9, -1))
+        )
+    # A run resumed at epoch 1 gets the very batches an uninterrupted run got in epoch 1.
+    resumed = list(make_dataset(split, 4, weights=weights, epochs=(1, 2)).as_numpy_iterator())
+    for expected, got in zip(batches[3:], resumed, strict=True):
+        assert all(np.array_equal(e, g) for e, g in zip(expected, got, strict=True))
