@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display is needed or wanted
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve  # noqa: E402
 
 from realfake.config import CLASS_NAMES, POSITIVE_CLASS  # noqa: E402
@@ -128,6 +129,7 @@ def plot_history(log: dict[str, list[float]], output_dir: Path) -> list[Path]:
             if key in log:
                 axes.plot(epochs, log[key], marker="o", label=label)
         axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_title(CURVE_TITLES[name])
         axes.grid(alpha=0.3)
         axes.legend()
