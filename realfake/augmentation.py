@@ -212,9 +212,10 @@ def _decode_plain_jpeg(data: bytes) -> np.ndarray | None:
     return None
 
 
-def decode_source(path: Path, image_size: int | None) -> np.ndarray:
+def decode_source(path: Path | str, image_size: int | None) -> np.ndarray:
     """A source image as uint8 RGB, exactly as `load_rgb` decodes it, faster for plain JPEGs."""
-    data = path.read_bytes()
+    with open(path, "rb") as handle:
+        data = handle.read()
     if image_size is None:
         pixels = _decode_plain_jpeg(data)
         if pixels is not None:
@@ -363,45 +364,53 @@ def _init_worker(settings: AugmentationSettings, seed: int) -> None:
 PIXELS_PER_CALL = 1 << 21
 
 
-def _augment_batch(items: list[PlannedSource]) -> list[tuple[str, int]]:
+# A worker's task per source, in plain strings: (source, relative path, class, ((k, folder,
+# name), ...)); pickling Path objects to and from the workers cost more than the decoding.
+Task = tuple[str, str, str, tuple[tuple[int, str, str], ...]]
+
+
+def _task(item: PlannedSource) -> Task:
+    outputs = tuple((index, str(path.parent), path.name) for index, path in item.outputs)
+    return str(item.source), item.relative, item.class_name, outputs
+
+
+def _augment_batch(tasks: list[Task]) -> list[tuple[str, int]]:
     """Write the planned copies of some sources; return (class, copies written) for each."""
     settings, seed = _worker_settings
-    by_shape: dict[tuple, list[tuple[np.ndarray, PlannedSource]]] = {}
-    for item in items:
+    by_shape: dict[tuple, list[tuple[np.ndarray, Task]]] = {}
+    for task in tasks:
         try:
-            pixels = decode_source(item.source, settings.image_size)
+            pixels = decode_source(task[0], settings.image_size)
         except Exception as error:  # Pillow raises many types for broken files
             raise PipelineError(
-                f"cannot decode {item.source} ({error}); remove broken files first with "
+                f"cannot decode {task[0]} ({error}); remove broken files first with "
                 "data_deleter.py --corrupt"
             ) from None
-        by_shape.setdefault(pixels.shape, []).append((pixels, item))
+        by_shape.setdefault(pixels.shape, []).append((pixels, task))
     for (height, width, _), group in by_shape.items():
         images = np.stack([pixels for pixels, _ in group])
         jobs = [
-            (position, item.relative, index, path)
-            for position, (_, item) in enumerate(group)
-            for index, path in item.outputs
+            (position, relative, index, folder, name)
+            for position, (_, (_, relative, _, outputs)) in enumerate(group)
+            for index, folder, name in outputs
         ]
         step = max(1, PIXELS_PER_CALL // (height * width))
         for start in range(0, len(jobs), step):
             part = jobs[start : start + step]
-            draws = np.stack(
-                [output_draws(seed, relative, index) for _, relative, index, _ in part]
-            )
+            draws = np.stack([output_draws(seed, job[1], job[2]) for job in part])
             matrices = affine_matrices(draws, width, height, settings)
-            image_index = np.array([position for position, _, _, _ in part])
-            for augmented, (_, _, _, path) in zip(
+            image_index = np.array([job[0] for job in part])
+            for augmented, (_, _, _, folder, name) in zip(
                 transformed_images(images, matrices, image_index), part, strict=True
             ):
                 # Written under a temporary name and renamed: an output that exists is complete.
                 buffer = BytesIO()
                 augmented.save(buffer, format="JPEG", quality=JPEG_QUALITY)
-                temporary = path.with_name(f".{path.name}{TEMPORARY_SUFFIX}")
+                temporary = f"{folder}{os.sep}.{name}{TEMPORARY_SUFFIX}"
                 with open(temporary, "wb") as handle:
                     handle.write(buffer.getbuffer())
-                os.replace(temporary, path)
-    return [(item.class_name, len(item.outputs)) for item in items]
+                os.replace(temporary, f"{folder}{os.sep}{name}")
+    return [(task[2], len(task[3])) for task in tasks]
 
 
 def default_workers() -> int:
@@ -445,8 +454,9 @@ def augment(
     already_there = sum(len(item.outputs) for item in plan) - sum(
         len(item.outputs) for item in pending
     )
-    batch_size = max(1, min(32, len(pending) // (max(workers, 1) * 4)))
-    batches = [pending[start : start + batch_size] for start in range(0, len(pending), batch_size)]
+    tasks = [_task(item) for item in pending]
+    batch_size = max(1, min(32, len(tasks) // (max(workers, 1) * 4)))
+    batches = [tasks[start : start + batch_size] for start in range(0, len(tasks), batch_size)]
     if workers <= 1 or len(batches) < 2:
         _init_worker(settings, seed)
         results = map(_augment_batch, batches)
