@@ -245,3 +245,28 @@ def test_interrupted_duplicate_clean_up_finishes_the_same(duplicated, tmp_path, 
     assert snapshot(duplicated) == snapshot(reference / "data")
     assert delete("--duplicates", "data", "--yes") == 0
     assert "removed 0 files" in capsys.readouterr().out.strip().splitlines()[-1]
+
+
+def test_real_cifake_sample_has_no_image_in_two_splits_after_clean_up(
+    cifake_sample_archive, tmp_path, monkeypatch, capsys
+):
+    import zipfile
+
+    monkeypatch.chdir(tmp_path)
+    with zipfile.ZipFile(cifake_sample_archive) as archive:
+        archive.extractall(tmp_path / "data")
+    data = tmp_path / "data"
+    # the sample itself has none of CIFAKE's duplicates: plant some, as the full data has them
+    test_fakes = sorted((data / "test" / "FAKE").iterdir())[:3]
+    for index, path in enumerate(test_fakes):
+        copy(path, data / "train" / "FAKE" / f"planted_{index}.jpg")
+    copy(sorted((data / "train" / "REAL").iterdir())[0], data / "train" / "REAL" / "zz.jpg")
+    test_before = snapshot(data / "test")
+    before = counts(data)
+    assert delete("--duplicates", "data", "--yes") == 0
+    summary = capsys.readouterr().out.strip().splitlines()[-1]
+    removed = before - counts(data)
+    assert removed == Counter({"train/FAKE": 3, "train/REAL": 1})
+    assert "removed 4 files from data (train/FAKE 3, train/REAL 1)" in summary
+    assert snapshot(data / "test") == test_before
+    assert all(len(paths) == 1 for paths in digests(data).values())
