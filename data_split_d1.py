@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.workers is not None and args.workers < 1:
+        parser.error("--workers must be at least 1")
     if any(fraction < 0 for fraction in args.fractions) or args.fractions[0] <= 0:
         parser.error("--fractions must not be negative, and the train share must be positive")
     if not math.isclose(sum(args.fractions), 1.0, abs_tol=1e-6):

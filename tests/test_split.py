@@ -152,6 +152,9 @@ def test_missing_source_and_bad_fraction(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         run_d2(tmp_path, tmp_path / "out", "--validation-fraction", "1.5")
     assert exit_info.value.code == 2
+    with pytest.raises(SystemExit) as exit_info:
+        run_d2(tmp_path, tmp_path / "out", "--workers", "0")
+    assert exit_info.value.code == 2
 
 
 @pytest.mark.parametrize("kill_after", [1, 20, 49])
