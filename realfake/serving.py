@@ -28,6 +28,16 @@ DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
 # Grad-CAM on a coarser map than this paints a few blocks that say nothing about where to look.
 GRAD_CAM_MIN_SIDE = 7
 TRAIN_COMMAND = "python model_training.py"
+# The model card's test metrics as the page shows them: (key, label, format).
+METRIC_FORMATS = (
+    ("accuracy", "accuracy", "{:.1%}"),
+    ("precision", "precision", "{:.1%}"),
+    ("recall", "recall", "{:.1%}"),
+    ("f1", "F1", "{:.3f}"),
+    ("auc", "AUC", "{:.3f}"),
+    ("loss", "loss", "{:.3f}"),
+)
+SPLIT_ORDER = {"train": 0, "validation": 1, "test": 2}
 
 
 class UploadError(PipelineError):
@@ -185,12 +195,21 @@ class Predictor:
 
     def card_summary(self) -> dict:
         """What the page's "about this model" section shows."""
+        metrics = self.card.get("test_metrics") or {}
+        shown_metrics = [
+            f"{label} {template.format(metrics[key])}"
+            for key, label, template in METRIC_FORMATS
+            if isinstance(metrics.get(key), int | float)
+        ]
+        training_data = self.card.get("training_data") or {}
+        ordered_splits = sorted(training_data, key=lambda split: SPLIT_ORDER.get(split, 99))
         return {
             "model_file": self.model_path.name,
             "image_size": self.image_size,
             "threshold": self.threshold,
-            "training_data": self.card.get("training_data"),
-            "test_metrics": self.card.get("test_metrics"),
+            "training_data": {split: training_data[split] for split in ordered_splits},
+            "test_metrics": shown_metrics,
+            "test_images": metrics.get("images"),
             "weights": self.card.get("weights"),
             "preprocessing": self.card.get("preprocessing"),
             "created": self.card.get("created"),

@@ -451,7 +451,7 @@ def test_model_is_loaded_once_with_its_card_and_found_once_trained(tmp_path, sav
             "image_size": 32,
             "threshold": 0.25,
             "training_data": {"train": {"Fake": 1200, "Real": 1300}},
-            "test_metrics": {"accuracy": 0.875, "auc": 0.93},
+            "test_metrics": {"accuracy": 0.875, "auc": 0.93, "images": 400},
         },
     )
     assert client.get("/health").get_json()["threshold"] == 0.25
@@ -462,7 +462,11 @@ def test_model_is_loaded_once_with_its_card_and_found_once_trained(tmp_path, sav
     assert answer["label"] == ("Fake" if answer["probability_fake"] >= 0.25 else "Real")
     assert late_app.extensions[EXTENSION].get() is predictor
     html = client.get("/").get_data(as_text=True)
-    assert "1,200" in html and "1,300" in html and "accuracy 0.875" in html
+    assert (
+        "1,200" in html
+        and "1,300" in html
+        and re.search(r"\(400 images\):\s+accuracy 87.5%, AUC 0.930;", html)
+    )
     assert "Decision threshold: 25.0%" in html
 
 
