@@ -91,9 +91,16 @@ def scan_class_folder(folder: Path) -> ClassListing:
 
 def listing_fingerprint(root: Path, paths: Iterable[Path]) -> str:
     """A SHA-256 over the relative names and sizes of `paths`, identifying an input listing."""
+    # Plain strings: on 100k files pathlib's per-call overhead would dominate this function.
+    prefix = os.fspath(root) + os.sep
+    relative = []
+    for path in paths:
+        text = os.fspath(path)
+        name = text[len(prefix) :] if text.startswith(prefix) else str(path.relative_to(root))
+        relative.append((name.replace(os.sep, "/"), text))
     digest = hashlib.sha256()
-    for path in sorted(path.relative_to(root).as_posix() for path in paths):
-        digest.update(f"{path}\t{(root / path).stat().st_size}\n".encode())
+    for name, text in sorted(relative):
+        digest.update(f"{name}\t{os.stat(text).st_size}\n".encode())
     return digest.hexdigest()
 
 
@@ -255,13 +262,14 @@ def write_split_tree(
         for path in parts.get(split, {}).get(class_name, [])
     ]
     with staged_directory(destination, stamp) as staging:
+        root = os.fspath(staging)
         for split in SPLITS:
             for class_name in CLASS_NAMES:
                 (staging / split / class_name).mkdir(parents=True)
         for split, class_name, path in progress(
             jobs, total=len(jobs), description="link", quiet=quiet
         ):
-            link_or_copy(path, staging / split / class_name / path.name)
+            link_or_copy(path, os.path.join(root, split, class_name, path.name))
 
 
 def _counts(parts: dict[str, dict[str, list[Path]]]) -> dict[str, dict[str, int]]:
@@ -490,11 +498,12 @@ def merge_splits(
         for class_name in CLASS_NAMES:
             (staging / split / class_name).mkdir(parents=True)
     digests: dict[str, list[str]] = defaultdict(list)
+    staging_root = os.fspath(staging)
     try:
         for split, class_name, name, path in progress(
             named, total=len(named), description="merge", quiet=quiet
         ):
-            target = staging / split / class_name / name
+            target = os.path.join(staging_root, split, class_name, name)
             link_or_copy(path, target)
             digests[file_digest(target)].append(f"{split}/{class_name}/{name}")
     except Exception:
