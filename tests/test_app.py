@@ -575,3 +575,62 @@ def test_flask_command_line_finds_the_factory_and_env_settings(monkeypatch, tmp_
     loaded = ScriptInfo(app_import_path="app").load_app()
     assert loaded.config["MODEL_PATH"] == missing and loaded.config["MAX_FILES"] == 3
     assert loaded.test_client().get("/health").status_code == 503
+
+
+@pytest.mark.slow
+def test_gunicorn_serves_the_factory(app, saved_model, tmp_path):
+    """The README's production command, on a free loopback port, answers as the model does."""
+    import http.client
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    pytest.importorskip("gunicorn", reason="gunicorn is not installed")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = tmp_path / "gunicorn.log"
+    command = [sys.executable, "-m", "gunicorn", "--workers", "1", "--bind", f"127.0.0.1:{port}"]
+    with open(log, "wb") as output:
+        server = subprocess.Popen(
+            [*command, "app:create_app()"],
+            cwd=Path(__file__).resolve().parent.parent,
+            env={**os.environ, "REALFAKE_MODEL_PATH": str(saved_model)},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    data = encode(random_pixels(80), "PNG")
+    boundary = "realfake-test-boundary"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n'
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    try:
+        deadline = time.monotonic() + 120
+        answer = None
+        while answer is None and time.monotonic() < deadline:
+            assert server.poll() is None, log.read_text(errors="replace")[-2000:]
+            try:
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                connection.request(
+                    "POST",
+                    "/api/predict",
+                    body=body,
+                    headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+                )
+                response = connection.getresponse()
+                assert response.status == 200, response.read()
+                answer = json.loads(response.read())["predictions"][0]
+            except OSError:
+                time.sleep(1)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert answer is not None, "gunicorn did not answer within 120 s"
+    assert answer["probability_fake"] == pytest.approx(model_probability(app, data), abs=1e-6)
