@@ -13,13 +13,12 @@ import multiprocessing
 import os
 import zlib
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from io import BytesIO
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFile
 
 from realfake.cli import progress
 from realfake.config import SEED
@@ -66,16 +65,26 @@ class AugmentationSettings:
 DRAWS_PER_OUTPUT = 7
 
 
-def output_draws(seed: int, relative_source: str, copy_index: int) -> np.ndarray:
-    """Seven uniform numbers in [0, 1) for one output, from (seed, source path, copy index) alone.
+def draws_for(seed: int, outputs: list[tuple[str, int]]) -> np.ndarray:
+    """Seven uniform numbers in [0, 1) per (source path, copy index), from the seed and that pair
+    alone: one row per output, the same whichever other outputs share the call.
 
     A keyed hash rather than a seeded generator: as independent, and about a hundred times
     cheaper than building a numpy Generator per output.
     """
-    digest = hashlib.blake2b(
-        f"{seed}\0{relative_source}\0{copy_index}".encode(), digest_size=8 * DRAWS_PER_OUTPUT
-    ).digest()
-    return (np.frombuffer(digest, dtype="<u8") >> np.uint64(11)) * (1.0 / (1 << 53))
+    digest = b"".join(
+        hashlib.blake2b(
+            f"{seed}\0{relative}\0{index}".encode(), digest_size=8 * DRAWS_PER_OUTPUT
+        ).digest()
+        for relative, index in outputs
+    )
+    words = np.frombuffer(digest, dtype="<u8").reshape(len(outputs), DRAWS_PER_OUTPUT)
+    return (words >> np.uint64(11)) * (1.0 / (1 << 53))
+
+
+def output_draws(seed: int, relative_source: str, copy_index: int) -> np.ndarray:
+    """The seven draws of one output (a row of `draws_for`)."""
+    return draws_for(seed, [(relative_source, copy_index)])[0]
 
 
 def affine_matrices(
@@ -120,59 +129,80 @@ def affine_matrices(
     return centre @ rotation @ shift @ shearing @ zoom @ uncentre @ mirror
 
 
-def transformed_images(
-    images: np.ndarray, matrices: np.ndarray, image_index: np.ndarray
-) -> Iterator[Image.Image]:
-    """Resample images bilinearly through matrices; points outside take the nearest edge pixel.
+def edge_padding(width: int, height: int, settings: AugmentationSettings) -> int:
+    """Edge pixels to add on every side of a width x height image so that every point that any
+    transformation within the settings' ranges reaches lies inside, bilinear neighbours included.
 
-    Pillow fills points outside an image with a constant, so the images are first padded once,
-    by replicating their edges just far enough to hold every point any of the matrices reaches.
-
-    Args:
-        images: uint8 array (images, height, width, 3).
-        matrices: (outputs, 3, 3) from `affine_matrices`.
-        image_index: for each output, the index of its image in `images`.
-
-    Yields:
-        One RGB Pillow image per output, the size of the inputs.
+    A point of the output lies within half the diagonal of the centre; zoom stretches that by at
+    most 1 + zoom, shear by at most 1 + |sin(shear)|, rotation not at all, and the shift moves it
+    by at most its own length. The padding depends on these ranges alone, never on the drawn
+    parameters, so an output's coordinates, and with them its pixels to the last bit, never
+    depend on which other outputs happen to share its batch.
     """
-    height, width = images.shape[1:3]
-    corners = np.array([[0, 0, 1], [width, 0, 1], [0, height, 1], [width, height, 1]], dtype=float)
-    reached = matrices[:, :2] @ corners.T  # (outputs, 2, corners)
-    overflow = max(
-        0.0,
-        -reached[:, 0].min(initial=0.0),
-        -reached[:, 1].min(initial=0.0),
-        reached[:, 0].max(initial=0.0) - width,
-        reached[:, 1].max(initial=0.0) - height,
+    stretch = (1.0 + min(1.0, math.radians(settings.shear_range))) * (1.0 + settings.zoom_range)
+    reach = stretch * math.hypot(width, height) / 2 + math.hypot(
+        settings.width_shift_range * width, settings.height_shift_range * height
     )
-    padding = math.ceil(overflow) + 2
-    used, position = np.unique(image_index, return_inverse=True)
-    padded = np.pad(
-        images[used], ((0, 0), (padding, padding), (padding, padding), (0, 0)), mode="edge"
+    return math.ceil(max(0.0, reach - min(width, height) / 2)) + 2
+
+
+def pad_edges(images: np.ndarray, padding: int) -> np.ndarray:
+    """(images, height, width, ...) arrays, each repeated outwards from its edges by `padding`.
+
+    Slice assignments rather than `np.pad(mode="edge")`, which is ten times slower here.
+    """
+    count, height, width = images.shape[:3]
+    padded = np.empty(
+        (count, height + 2 * padding, width + 2 * padding, *images.shape[3:]), images.dtype
     )
-    shifted = np.array([[1, 0, padding], [0, 1, padding], [0, 0, 1]]) @ matrices
-    sources: dict[int, Image.Image] = {}
-    for matrix, index in zip(shifted, position.tolist(), strict=True):
-        if index not in sources:
-            sources[index] = Image.fromarray(padded[index])
-        yield sources[index].transform(
-            (width, height),
-            Image.Transform.AFFINE,
-            data=tuple(matrix[:2].ravel()),
-            resample=Image.Resampling.BILINEAR,
-        )
+    rows = slice(padding, padding + height)
+    padded[:, rows, padding : padding + width] = images
+    padded[:, rows, :padding] = images[:, :, :1]
+    padded[:, rows, padding + width :] = images[:, :, -1:]
+    padded[:, :padding] = padded[:, padding : padding + 1]
+    padded[:, padding + height :] = padded[:, padding + height - 1 : padding + height]
+    return padded
+
+
+def padded_tiles(canvas: Image.Image, count: int, padding: int) -> np.ndarray:
+    """The `count` images stacked top to bottom in an RGB canvas, each edge-padded, as one
+    (count, height, width) array of 4-byte RGBX pixels: Pillow's own layout for RGB, so the
+    pixels go in and out of Pillow without repacking, and one pixel is one array element."""
+    width, height = canvas.width, canvas.height // count
+    pixels = np.frombuffer(canvas.tobytes("raw", "RGBX"), dtype=np.uint32)
+    return pad_edges(pixels.reshape(count, height, width), padding)
+
+
+def tile_image(tiles: np.ndarray, position: int) -> Image.Image:
+    """One padded tile of `padded_tiles` as a Pillow image that shares its memory."""
+    tile = tiles[position]
+    return Image.frombuffer("RGBX", (tile.shape[1], tile.shape[0]), tile, "raw", "RGBX", 0, 1)
+
+
+def transform_padded(tile: Image.Image, matrix: np.ndarray, padding: int, size: tuple[int, int]):
+    """Resample a padded source bilinearly through one matrix from `affine_matrices`.
+
+    Pillow fills points outside an image with a constant; Keras's nearest fill takes the nearest
+    edge pixel instead, which is what the padding holds, reaching as far as any matrix can.
+    """
+    coefficients = matrix[:2].ravel().tolist()
+    coefficients[2] += padding
+    coefficients[5] += padding
+    return tile.transform(
+        size, Image.Transform.AFFINE, data=coefficients, resample=Image.Resampling.BILINEAR
+    )
 
 
 def augment_pixels(
     pixels: np.ndarray, draws: np.ndarray, settings: AugmentationSettings
 ) -> np.ndarray:
     """Augmented versions of one RGB array, one per row of `draws`, at the array's own size."""
-    draws = np.atleast_2d(draws)
     height, width = pixels.shape[:2]
-    matrices = affine_matrices(draws, width, height, settings)
-    outputs = transformed_images(pixels[None], matrices, np.zeros(len(draws), dtype=np.int64))
-    return np.stack([np.asarray(image) for image in outputs])
+    matrices = affine_matrices(np.atleast_2d(draws), width, height, settings)
+    padding = edge_padding(width, height, settings)
+    tile = tile_image(padded_tiles(Image.fromarray(pixels), 1, padding), 0)
+    outputs = [transform_padded(tile, matrix, padding, (width, height)) for matrix in matrices]
+    return np.stack([np.asarray(output.convert("RGB")) for output in outputs])
 
 
 # Start-of-frame markers of the JPEGs that Pillow decodes as plain RGB: baseline, extended and
@@ -180,12 +210,13 @@ def augment_pixels(
 _PLAIN_JPEG_FRAMES = frozenset({0xC0, 0xC1, 0xC2})
 
 
-def _decode_plain_jpeg(data: bytes) -> np.ndarray | None:
-    """Decode a plain three-component JPEG with Pillow's own JPEG decoder, skipping the Python
-    header parsing that costs more than the decoding itself on small images.
+def plain_jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of a plain three-component JPEG that Pillow's JPEG decoder turns into the
+    pixels `load_rgb` gives; None for anything that needs the full path: another format, EXIF
+    (orientation), an Adobe colour transform, grey or CMYK.
 
-    The pixels are those `load_rgb` gives (the tests check it); None for anything that needs its
-    full path: another format, EXIF (orientation), an Adobe colour transform, grey or CMYK.
+    Reading the frame header here skips Pillow's Python header parsing, which costs more than
+    the decoding itself on small images.
     """
     if data[:2] != b"\xff\xd8":
         return None
@@ -200,27 +231,112 @@ def _decode_plain_jpeg(data: bytes) -> np.ndarray | None:
         if marker in (0xE1, 0xEE, 0xDA):  # EXIF, Adobe, or image data before a frame header
             return None
         if marker in _PLAIN_JPEG_FRAMES:
+            if position + 10 > len(data):
+                return None
             height = int.from_bytes(data[position + 5 : position + 7], "big")
             width = int.from_bytes(data[position + 7 : position + 9], "big")
             if data[position + 9] != 3 or not width or not height:
                 return None
-            try:
-                return np.asarray(Image.frombytes("RGB", (width, height), data, "jpeg", "RGB", ""))
-            except (OSError, ValueError):
-                return None
+            return width, height
         position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
     return None
+
+
+def decode_jpeg_into(data: bytes, image: Image.Image, box: tuple[int, int, int, int]) -> bool:
+    """Decode a plain JPEG (see `plain_jpeg_size`) straight into a box of an RGB image, as
+    `Image.frombytes(..., "jpeg", "RGB", "")` would; False if the data do not decode."""
+    decoder = Image._getdecoder("RGB", "jpeg", ("RGB", ""))
+    try:
+        decoder.setimage(image.im, box)
+        consumed, status = decoder.decode(data)
+    except (OSError, ValueError):
+        return False
+    finally:
+        decoder.cleanup()
+    return consumed < 0 and status == 0
 
 
 def decode_source(path: Path | str, image_size: int | None) -> np.ndarray:
     """A source image as uint8 RGB, exactly as `load_rgb` decodes it, faster for plain JPEGs."""
     with open(path, "rb") as handle:
         data = handle.read()
-    if image_size is None:
-        pixels = _decode_plain_jpeg(data)
-        if pixels is not None:
-            return pixels
+    size = plain_jpeg_size(data) if image_size is None else None
+    if size is not None:
+        image = Image.new("RGB", size)
+        if decode_jpeg_into(data, image, (0, 0, *size)):
+            return np.asarray(image)
     return load_rgb(data, image_size)
+
+
+class JpegWriter:
+    """Encodes RGB or RGBX images as JPEG at JPEG_QUALITY, to the bytes `Image.save` gives.
+
+    On small images `save` spends most of its time in Python, working out the same encoder
+    arguments every time. Those are learnt once from a `save` of a probe image and handed to
+    Pillow's JPEG encoder directly; if that does not give the probe's bytes exactly (another
+    Pillow), every image goes through `save`.
+    """
+
+    def __init__(self) -> None:
+        probe = Image.fromarray(np.arange(24 * 17 * 3, dtype=np.uint8).reshape(17, 24, 3))
+        probes = [(probe, self._save(probe))]
+        self._arguments = getattr(probe, "encoderconfig", None)
+        probe = probe.convert("RGBX")
+        probes.append((probe, self._save(probe)))
+        try:
+            self.direct = self._arguments is not None and all(
+                self._encode(image) == expected for image, expected in probes
+            )
+        except Exception:  # any failure of the private path means: use the public one
+            self.direct = False
+
+    @staticmethod
+    def _save(image: Image.Image) -> bytes:
+        buffer = BytesIO()
+        image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
+        return buffer.getvalue()
+
+    def _encode(self, image: Image.Image) -> bytes:
+        encoder = Image._getencoder(image.mode, "jpeg", "RGB", self._arguments)
+        chunks = []
+        try:
+            encoder.setimage(image.im, (0, 0, *image.size))
+            block = max(ImageFile.MAXBLOCK, image.size[0] * 4)
+            while True:
+                _, status, chunk = encoder.encode(block)
+                chunks.append(chunk)
+                if status:
+                    break
+        finally:
+            encoder.cleanup()
+        if status < 0:
+            raise OSError(f"JPEG encoder error {status}")
+        return b"".join(chunks)
+
+    def encode(self, image: Image.Image) -> bytes:
+        return self._encode(image) if self.direct else self._save(image)
+
+
+_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
+
+
+def write_output(folder: str, name: str, data: bytes) -> None:
+    """Write an output under a temporary name and rename it: an output that exists is complete.
+
+    No fsync: a killed process cannot lose what it wrote, since the data already sit in the
+    kernel, and the rename is atomic, so kill -9 never leaves a partial file under a final name.
+    Only a power cut or an operating-system crash could, and guarding against that would cost a
+    disk flush per small file; after one, `data_deleter.py --corrupt` finds broken outputs.
+    """
+    temporary = f"{folder}{os.sep}.{name}{TEMPORARY_SUFFIX}"
+    handle = os.open(temporary, _WRITE_FLAGS, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(handle, view) :]
+    finally:
+        os.close(handle)
+    os.replace(temporary, f"{folder}{os.sep}{name}")
 
 
 @dataclass(frozen=True)
@@ -295,6 +411,7 @@ def plan_augmentation(
             }
         taken = {path.name for path in folder.iterdir()}
         keys = _output_keys(sources)
+        class_dest = dest_root / folder.name
         planned_names: set[str] = set()
         for source in sources:
             outputs = []
@@ -307,10 +424,10 @@ def plan_augmentation(
                             f"two sources in {folder} would both make {name}; rename one of them"
                         )
                     planned_names.add(name)
-                    outputs.append((copy_index, dest_root / folder.name / name))
+                    outputs.append((copy_index, class_dest / name))
                 copy_index += 1
             if outputs:
-                relative = source.relative_to(source_root).as_posix()
+                relative = f"{folder.name}/{source.name}"  # the path below source_root
                 plan.append(PlannedSource(source, relative, class_name, tuple(outputs)))
     return plan
 
@@ -352,65 +469,97 @@ def _stamp_bytes(stamp: dict) -> bytes:
 
 
 _worker_settings: tuple[AugmentationSettings, int] | None = None
+_worker_writer: JpegWriter | None = None
 
 
 def _init_worker(settings: AugmentationSettings, seed: int) -> None:
-    global _worker_settings
+    global _worker_settings, _worker_writer
     _worker_settings = (settings, seed)
+    _worker_writer = JpegWriter()
 
 
-# Output pixels planned in one go: enough to amortise numpy's per-call cost on small images, few
-# enough to keep a worker's memory to some hundred MB on large ones.
+# Source pixels, padded, decoded in one go: enough to amortise numpy's per-call cost on small
+# images, few enough to keep a worker's memory to some tens of MB on large ones.
 PIXELS_PER_CALL = 1 << 21
 
 
-# A worker's task per source, in plain strings: (source, relative path, class, ((k, folder,
-# name), ...)); pickling Path objects to and from the workers cost more than the decoding.
-Task = tuple[str, str, str, tuple[tuple[int, str, str], ...]]
+# A worker's task per source, in plain strings: (source, relative path, class, output folder,
+# ((k, name), ...)); pickling Path objects to and from the workers cost more than the decoding.
+Task = tuple[str, str, str, str, tuple[tuple[int, str], ...]]
 
 
 def _task(item: PlannedSource) -> Task:
-    outputs = tuple((index, str(path.parent), path.name) for index, path in item.outputs)
-    return str(item.source), item.relative, item.class_name, outputs
+    folder = str(item.outputs[0][1].parent)
+    outputs = tuple((index, path.name) for index, path in item.outputs)
+    return str(item.source), item.relative, item.class_name, folder, outputs
+
+
+def _broken(path: str, error: Exception) -> PipelineError:
+    return PipelineError(
+        f"cannot decode {path} ({error}); remove broken files first with data_deleter.py --corrupt"
+    )
+
+
+def _read_sources(tasks: list[Task], image_size: int | None) -> dict:
+    """Group the tasks by source size; each source as its JPEG bytes where those decode straight
+    into place, else as pixels from `load_rgb`."""
+    groups: dict[tuple[int, int], list[tuple[bytes | np.ndarray, Task]]] = {}
+    for task in tasks:
+        try:
+            with open(task[0], "rb") as handle:
+                data = handle.read()
+            size = plain_jpeg_size(data) if image_size is None else None
+            if size is None:
+                data = load_rgb(data, image_size)
+                size = (data.shape[1], data.shape[0])
+        except Exception as error:  # Pillow raises many types for broken files
+            raise _broken(task[0], error) from None
+        groups.setdefault(size, []).append((data, task))
+    return groups
+
+
+def _augment_group(group: list, width: int, height: int, padding: int) -> None:
+    """Write every planned output of sources of one size: decode them all into one canvas, pad
+    them all in one numpy call, then transform, encode and write each output."""
+    settings, seed = _worker_settings
+    canvas = Image.new("RGB", (width, height * len(group)))
+    for position, (data, task) in enumerate(group):
+        box = (0, position * height, width, (position + 1) * height)
+        if isinstance(data, bytes) and not decode_jpeg_into(data, canvas, box):
+            try:  # the full decoder, for its error message or for what it can still read
+                data = load_rgb(data)
+            except Exception as error:  # Pillow raises many types for broken files
+                raise _broken(task[0], error) from None
+            if data.shape[:2] != (height, width):
+                raise _broken(task[0], ValueError("its size is not the one in its header"))
+        if not isinstance(data, bytes):
+            canvas.paste(Image.fromarray(data), box[:2])
+    tiles = padded_tiles(canvas, len(group), padding)
+    jobs = [
+        (position, relative, index, folder, name)
+        for position, (_, (_, relative, _, folder, outputs)) in enumerate(group)
+        for index, name in outputs
+    ]
+    draws = draws_for(seed, [(job[1], job[2]) for job in jobs])
+    matrices = affine_matrices(draws, width, height, settings)
+    images: dict[int, Image.Image] = {}
+    encode = _worker_writer.encode
+    for matrix, (position, _, _, folder, name) in zip(matrices, jobs, strict=True):
+        tile = images.get(position)
+        if tile is None:
+            tile = images[position] = tile_image(tiles, position)
+        write_output(folder, name, encode(transform_padded(tile, matrix, padding, (width, height))))
 
 
 def _augment_batch(tasks: list[Task]) -> list[tuple[str, int]]:
     """Write the planned copies of some sources; return (class, copies written) for each."""
-    settings, seed = _worker_settings
-    by_shape: dict[tuple, list[tuple[np.ndarray, Task]]] = {}
-    for task in tasks:
-        try:
-            pixels = decode_source(task[0], settings.image_size)
-        except Exception as error:  # Pillow raises many types for broken files
-            raise PipelineError(
-                f"cannot decode {task[0]} ({error}); remove broken files first with "
-                "data_deleter.py --corrupt"
-            ) from None
-        by_shape.setdefault(pixels.shape, []).append((pixels, task))
-    for (height, width, _), group in by_shape.items():
-        images = np.stack([pixels for pixels, _ in group])
-        jobs = [
-            (position, relative, index, folder, name)
-            for position, (_, (_, relative, _, outputs)) in enumerate(group)
-            for index, folder, name in outputs
-        ]
-        step = max(1, PIXELS_PER_CALL // (height * width))
-        for start in range(0, len(jobs), step):
-            part = jobs[start : start + step]
-            draws = np.stack([output_draws(seed, job[1], job[2]) for job in part])
-            matrices = affine_matrices(draws, width, height, settings)
-            image_index = np.array([job[0] for job in part])
-            for augmented, (_, _, _, folder, name) in zip(
-                transformed_images(images, matrices, image_index), part, strict=True
-            ):
-                # Written under a temporary name and renamed: an output that exists is complete.
-                buffer = BytesIO()
-                augmented.save(buffer, format="JPEG", quality=JPEG_QUALITY)
-                temporary = f"{folder}{os.sep}.{name}{TEMPORARY_SUFFIX}"
-                with open(temporary, "wb") as handle:
-                    handle.write(buffer.getbuffer())
-                os.replace(temporary, f"{folder}{os.sep}{name}")
-    return [(task[2], len(task[3])) for task in tasks]
+    settings, _ = _worker_settings
+    for (width, height), group in _read_sources(tasks, settings.image_size).items():
+        padding = edge_padding(width, height, settings)
+        step = max(1, PIXELS_PER_CALL // ((width + 2 * padding) * (height + 2 * padding)))
+        for start in range(0, len(group), step):
+            _augment_group(group[start : start + step], width, height, padding)
+    return [(task[2], len(task[4])) for task in tasks]
 
 
 def default_workers() -> int:
@@ -455,7 +604,8 @@ def augment(
         len(item.outputs) for item in pending
     )
     tasks = [_task(item) for item in pending]
-    batch_size = max(1, min(32, len(tasks) // (max(workers, 1) * 4)))
+    # Large batches amortise the per-batch numpy work; eight per worker keep both busy to the end.
+    batch_size = max(1, min(256, math.ceil(len(tasks) / (max(workers, 1) * 8))))
     batches = [tasks[start : start + batch_size] for start in range(0, len(tasks), batch_size)]
     if workers <= 1 or len(batches) < 2:
         _init_worker(settings, seed)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
@@ -273,7 +274,7 @@ def test_fast_jpeg_decoding_gives_load_rgbs_pixels(tmp_path, options):
     pixels = np.random.default_rng(1).integers(0, 256, size=(9, 12, 3), dtype=np.uint8)
     path = tmp_path / "photo.jpg"
     Image.fromarray(pixels).resize((45, 31)).save(path, format="JPEG", **options)
-    assert augmentation._decode_plain_jpeg(path.read_bytes()) is not None
+    assert augmentation.plain_jpeg_size(path.read_bytes()) == (45, 31)
     assert np.array_equal(augmentation.decode_source(path, None), load_rgb(path))
 
 
@@ -287,6 +288,53 @@ def test_jpegs_needing_the_full_decoder_take_it(tmp_path):
     exif[0x0112] = 6  # orientation: rotate on display
     Image.new("RGB", (16, 8), "red").save(rotated, exif=exif)
     for path in (grey, rotated, write_image(tmp_path / "x.png", seed=1)):
-        assert augmentation._decode_plain_jpeg(path.read_bytes()) is None
+        assert augmentation.plain_jpeg_size(path.read_bytes()) is None
         assert np.array_equal(augmentation.decode_source(path, None), load_rgb(path))
     assert augmentation.decode_source(rotated, None).shape == (16, 8, 3)
+
+
+def test_direct_jpeg_encoding_gives_the_bytes_of_save():
+    writer = augmentation.JpegWriter()
+    assert writer.direct  # on the Pillow this project pins; otherwise it falls back to save()
+    rng = np.random.default_rng(3)
+    for size in ((32, 32), (45, 31), (300, 7)):
+        smooth = rng.integers(0, 256, size=(4, 4, 3), dtype=np.uint8)
+        image = Image.fromarray(smooth).resize(size, Image.Resampling.BICUBIC)
+        for candidate in (image, image.convert("RGBX")):
+            expected = BytesIO()
+            candidate.save(expected, format="JPEG", quality=augmentation.JPEG_QUALITY)
+            assert writer.encode(candidate) == expected.getvalue()
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        AugmentationSettings(),
+        AugmentationSettings(rotation_range=180, shear_range=45, zoom_range=0.9),
+        AugmentationSettings(width_shift_range=1.0, height_shift_range=0.0, shear_range=120),
+    ],
+)
+@pytest.mark.parametrize("size", [(32, 32), (40, 12)])
+def test_edge_padding_holds_every_point_any_transformation_reaches(settings, size):
+    width, height = size
+    padding = augmentation.edge_padding(width, height, settings)
+    draws = np.random.default_rng(5).random((20000, 7))
+    draws[:50, :6] = np.round(draws[:50, :6])  # the corners of the parameter box
+    matrices = affine_matrices(draws, width, height, settings)
+    corners = np.array([[0, 0, 1], [width, 0, 1], [0, height, 1], [width, height, 1]], float)
+    reached = matrices[:, :2] @ corners.T
+    # bilinear sampling reads up to 1.5 pixels beyond a point and needs it inside the image
+    assert reached[:, 0].min() - 1.5 >= -padding and reached[:, 1].min() - 1.5 >= -padding
+    assert reached[:, 0].max() + 1.5 <= width + padding
+    assert reached[:, 1].max() + 1.5 <= height + padding
+
+
+def test_broken_source_is_a_one_line_error(tmp_path, capsys):
+    source = make_tree(tmp_path / "train", {"Fake": 3, "Real": 1})
+    broken = write_image(source / "Fake" / "broken.jpg", seed=7)
+    data = broken.read_bytes()
+    broken.write_bytes(data[: len(data) // 2])  # the header survives, half the pixels do not
+    assert augmentation.plain_jpeg_size(broken.read_bytes()) is not None
+    assert run(source, tmp_path / "augmented", "--copies", 1) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"error: cannot decode {broken}") and "\n" not in error
