@@ -96,6 +96,8 @@ def test_training_with_fast_path_matches_stock_and_saves_plain(tmp_path):
             assert switched is enabled
             assert type(model.optimizer) is (speed.FusedAdam if enabled else keras.optimizers.Adam)
             history = model.fit(images, labels, batch_size=16, epochs=2, shuffle=False, verbose=0)
+            # Training saves its best model from a callback, inside fit, without the optimizer.
+            model.save(tmp_path / f"inside_{enabled}.h5", include_optimizer=False)
         assert type(model.optimizer) is keras.optimizers.Adam
         results[enabled] = (history.history["loss"], model.get_weights())
         model.save(tmp_path / f"model_{enabled}.h5")
@@ -109,6 +111,8 @@ def test_training_with_fast_path_matches_stock_and_saves_plain(tmp_path):
     loaded = keras.models.load_model(tmp_path / "model_True.h5")
     assert type(loaded.optimizer) is keras.optimizers.Adam
     np.testing.assert_allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0))
+    inside = keras.models.load_model(tmp_path / "inside_True.h5")
+    np.testing.assert_allclose(inside.predict(images, verbose=0), model.predict(images, verbose=0))
 
 
 def test_fast_path_leaves_gpu_and_other_optimizers_alone(monkeypatch):
