@@ -56,6 +56,15 @@ def test_extracts_byte_identical_and_rerun_changes_nothing(dataset_zip, tmp_path
     assert sorted(p.name for p in destination.parent.iterdir()) == ["cifake"]
 
 
+def test_large_entries_stream_through_zipfile_with_the_same_result(
+    dataset_zip, tmp_path, monkeypatch
+):
+    path, tree = dataset_zip
+    monkeypatch.setattr(archive_module, "_FAST_ENTRY_BYTES", 0)
+    assert data_unzipper.main([str(path), "--dest", str(tmp_path / "out"), "--quiet"]) == 0
+    assert without_stamp(snapshot(tmp_path / "out")) == snapshot(tree)
+
+
 def test_default_destination_is_named_after_the_archive(dataset_zip, tmp_path, monkeypatch):
     path, _ = dataset_zip
     monkeypatch.chdir(tmp_path)
@@ -194,20 +203,20 @@ def test_killed_extraction_reruns_to_the_uninterrupted_result(
     assert data_unzipper.main([str(path), "--dest", str(clean), "--quiet"]) == 0
 
     calls = {"n": 0}
-    real_copy = archive_module.shutil.copyfileobj
+    real_extract = archive_module.extract_entry
 
-    def copy_then_die(*args, **kwargs):
+    def extract_then_die(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == kill_after:
             raise Killed
-        return real_copy(*args, **kwargs)
+        return real_extract(*args, **kwargs)
 
     destination = tmp_path / "raw"
-    monkeypatch.setattr(archive_module.shutil, "copyfileobj", copy_then_die)
+    monkeypatch.setattr(archive_module, "extract_entry", extract_then_die)
     with pytest.raises(Killed):
         data_unzipper.main([str(path), "--dest", str(destination), "--quiet"])
     assert not destination.exists() and (tmp_path / ".raw.partial").exists()
-    monkeypatch.setattr(archive_module.shutil, "copyfileobj", real_copy)
+    monkeypatch.setattr(archive_module, "extract_entry", real_extract)
 
     assert data_unzipper.main([str(path), "--dest", str(destination), "--quiet"]) == 0
     assert snapshot(destination) == snapshot(clean)
