@@ -179,15 +179,19 @@ def tile_image(tiles: np.ndarray, position: int) -> Image.Image:
     return Image.frombuffer("RGBX", (tile.shape[1], tile.shape[0]), tile, "raw", "RGBX", 0, 1)
 
 
-def transform_padded(tile: Image.Image, matrix: np.ndarray, padding: int, size: tuple[int, int]):
-    """Resample a padded source bilinearly through one matrix from `affine_matrices`.
+def padded_coefficients(matrices: np.ndarray, padding: int) -> list[list[float]]:
+    """Pillow's six affine coefficients for each matrix from `affine_matrices`, applied to a
+    source padded by `padding`."""
+    coefficients = matrices[:, :2].reshape(len(matrices), 6)
+    return (coefficients + np.array([0, 0, padding, 0, 0, padding])).tolist()
+
+
+def transform_padded(tile: Image.Image, coefficients: list[float], size: tuple[int, int]):
+    """Resample a padded source bilinearly through coefficients from `padded_coefficients`.
 
     Pillow fills points outside an image with a constant; Keras's nearest fill takes the nearest
     edge pixel instead, which is what the padding holds, reaching as far as any matrix can.
     """
-    coefficients = matrix[:2].ravel().tolist()
-    coefficients[2] += padding
-    coefficients[5] += padding
     return tile.transform(
         size, Image.Transform.AFFINE, data=coefficients, resample=Image.Resampling.BILINEAR
     )
@@ -201,7 +205,10 @@ def augment_pixels(
     matrices = affine_matrices(np.atleast_2d(draws), width, height, settings)
     padding = edge_padding(width, height, settings)
     tile = tile_image(padded_tiles(Image.fromarray(pixels), 1, padding), 0)
-    outputs = [transform_padded(tile, matrix, padding, (width, height)) for matrix in matrices]
+    outputs = [
+        transform_padded(tile, coefficients, (width, height))
+        for coefficients in padded_coefficients(matrices, padding)
+    ]
     return np.stack([np.asarray(output.convert("RGB")) for output in outputs])
 
 
@@ -552,14 +559,15 @@ def _augment_group(group: list, width: int, height: int, padding: int) -> None:
         for index, name in outputs
     ]
     draws = draws_for(seed, [(job[1], job[2]) for job in jobs])
-    matrices = affine_matrices(draws, width, height, settings)
+    coefficients = padded_coefficients(affine_matrices(draws, width, height, settings), padding)
     images: dict[int, Image.Image] = {}
     encode = _worker_writer.encode
-    for matrix, (position, _, _, folder, name) in zip(matrices, jobs, strict=True):
+    size = (width, height)
+    for output, (position, _, _, folder, name) in zip(coefficients, jobs, strict=True):
         tile = images.get(position)
         if tile is None:
             tile = images[position] = tile_image(tiles, position)
-        write_output(folder, name, encode(transform_padded(tile, matrix, padding, (width, height))))
+        write_output(folder, name, encode(transform_padded(tile, output, size)))
 
 
 def _augment_batch(tasks: list[Task]) -> list[tuple[str, int]]:
