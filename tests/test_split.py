@@ -253,10 +253,15 @@ def test_undecodable_check_runs_in_worker_processes(tmp_path):
     paths = [write_image(tmp_path / f"{index}.png", seed=index, size=4) for index in range(40)]
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     paths.insert(17, tmp_path / "bad.png")
+    whole = write_image(tmp_path / "whole.jpg", seed=99, size=64).read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(whole[: len(whole) // 2])
+    paths.insert(30, tmp_path / "cut.jpg")
     monkeypatch_threshold = splitting._POOL_THRESHOLD
     try:
         splitting._POOL_THRESHOLD = 10
-        assert splitting.find_undecodable(paths, workers=2, quiet=True) == [tmp_path / "bad.png"]
+        expected = [tmp_path / "bad.png", tmp_path / "cut.jpg"]
+        assert splitting.find_undecodable(paths, workers=2, quiet=True) == expected
+        assert splitting.find_undecodable(paths, workers=1, quiet=True) == expected
     finally:
         splitting._POOL_THRESHOLD = monkeypatch_threshold
 
