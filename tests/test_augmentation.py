@@ -338,3 +338,16 @@ def test_broken_source_is_a_one_line_error(tmp_path, capsys):
     assert run(source, tmp_path / "augmented", "--copies", 1) == 1
     error = capsys.readouterr().err.strip()
     assert error.startswith(f"error: cannot decode {broken}") and "\n" not in error
+
+
+def test_jpeg_writer_falls_back_to_save_where_the_direct_path_differs(monkeypatch):
+    def wrong(self, image):
+        return b"not what save() writes"
+
+    monkeypatch.setattr(augmentation.JpegWriter, "_encode", wrong)
+    writer = augmentation.JpegWriter()
+    assert not writer.direct
+    image = Image.fromarray(np.full((8, 8, 3), 120, dtype=np.uint8))
+    expected = BytesIO()
+    image.save(expected, format="JPEG", quality=augmentation.JPEG_QUALITY)
+    assert writer.encode(image) == expected.getvalue()
