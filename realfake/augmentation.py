@@ -149,7 +149,8 @@ def edge_padding(width: int, height: int, settings: AugmentationSettings) -> int
 def pad_edges(images: np.ndarray, padding: int) -> np.ndarray:
     """(images, height, width, ...) arrays, each repeated outwards from its edges by `padding`.
 
-    Slice assignments rather than `np.pad(mode="edge")`, which is ten times slower here.
+    Slice assignments rather than `np.pad(mode="edge")`, which is many times slower on small
+    images: it copies the side margins three bytes at a time.
     """
     count, height, width = images.shape[:3]
     padded = np.empty(
