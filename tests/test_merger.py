@@ -3,6 +3,10 @@ overwriting a file, reporting cross-split duplicates, and finishing an interrupt
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -235,3 +239,41 @@ def test_a_deleted_split_is_rebuilt_identically(interim, tmp_path, clean_merge):
     assert run(sources, tmp_path / "data") == 0
     assert merged(tmp_path / "data") == clean_merge
     assert (tmp_path / "data" / "test" / STAMP_NAME).is_file()
+
+
+@pytest.mark.slow
+def test_kill_9_midway_then_rerun_matches(tmp_path):
+    """A real SIGKILL of the merge script at two moments, each followed by a re-run."""
+    root = Path(__file__).resolve().parent.parent
+    interim = tmp_path / "interim"
+    for index, name in enumerate(("cifake", "fake_or_real")):
+        make_tree(
+            interim / name,
+            {
+                f"{split}/{cls}": 200
+                for split in ("train", "validation", "test")
+                for cls in ("Fake", "Real")
+            },
+            seed=index,
+        )
+    sources = [str(interim / "cifake"), str(interim / "fake_or_real")]
+    command = [sys.executable, str(root / "data_merger.py"), *sources, "--quiet", "--dest"]
+    subprocess.run([*command, str(tmp_path / "clean")], check=True, capture_output=True)
+    expected = merged(tmp_path / "clean")
+    killed_midway = 0
+    for files_linked in (10, 1500):
+        destination = tmp_path / f"data_{files_linked}"
+        staging = destination / splitting.MERGE_STAGING_NAME
+        process = subprocess.Popen([*command, str(destination)], stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while process.poll() is None and time.monotonic() < deadline:
+            if staging.exists() and sum(1 for _ in staging.rglob("*.jpg")) >= files_linked:
+                break
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        killed_midway += staging.exists()
+        subprocess.run([*command, str(destination)], check=True, capture_output=True)
+        assert merged(destination) == expected
+        assert not staging.exists()
+    assert killed_midway >= 1  # the kill really interrupted a merge at least once
