@@ -1,6 +1,12 @@
 """data_split_d2.py (CIFAKE) and data_split_d1.py (Fake-or-Real): stratified, deterministic,
 byte-identical, alias-aware, kill-safe splits that never touch the raw data."""
 
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 from conftest import make_tree, snapshot, write_image
 
@@ -10,6 +16,8 @@ import data_split_d2
 import data_unzipper
 from realfake import splitting
 from realfake.fileops import STAMP_NAME
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class Killed(BaseException):
@@ -284,3 +292,33 @@ def test_real_cifake_sample_archive(cifake_sample_archive, tmp_path, monkeypatch
     }
     raw_contents = set(raw.values())
     assert all(data in raw_contents for files in merged.values() for data in files.values())
+
+
+@pytest.mark.slow
+def test_kill_9_midway_then_rerun_matches(tmp_path):
+    """A real SIGKILL of data_split_d2.py at two moments, each followed by a re-run."""
+    source = make_tree(
+        tmp_path / "raw",
+        {f"{split}/{cls}": 400 for split in ("train", "test") for cls in ("REAL", "FAKE")},
+    )
+    command = [sys.executable, str(ROOT / "data_split_d2.py"), "--source", str(source)]
+    command += ["--quiet", "--dest"]
+    subprocess.run([*command, str(tmp_path / "clean")], check=True, capture_output=True)
+    expected = snapshot(tmp_path / "clean")
+    killed_midway = 0
+    for files_linked in (10, 1200):
+        destination = tmp_path / f"split_{files_linked}"
+        staging = tmp_path / f".split_{files_linked}.partial"
+        process = subprocess.Popen([*command, str(destination)], stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while process.poll() is None and time.monotonic() < deadline:
+            if staging.exists() and sum(1 for _ in staging.rglob("*.jpg")) >= files_linked:
+                break
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        killed_midway += staging.exists() and not destination.exists()
+        subprocess.run([*command, str(destination)], check=True, capture_output=True)
+        assert snapshot(destination) == expected
+        assert not staging.exists()
+    assert killed_midway >= 1  # the kill really interrupted a split at least once
