@@ -132,6 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
         "validation (0 turns it off)",
     )
     parser.add_argument(
+        "--no-fast-path",
+        dest="fast_path",
+        action="store_false",
+        help="use Keras's stock Adam update instead of the fused kernel (default: fused on CPU; "
+        "the same mathematics, and the saved model is plain Keras either way)",
+    )
+    parser.add_argument(
         "--strategy",
         choices=("auto", "default", "mirrored"),
         default="auto",
