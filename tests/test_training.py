@@ -399,3 +399,14 @@ def test_split_loading_counts_weights_and_batches(tmp_path):
     resumed = list(make_dataset(split, 4, weights=weights, epochs=(1, 2)).as_numpy_iterator())
     for expected, got in zip(batches[3:], resumed, strict=True):
         assert all(np.array_equal(e, g) for e, g in zip(expected, got, strict=True))
+
+
+def test_epoch_order_works_with_a_global_seed_of_zero(tmp_path):
+    import keras
+
+    from realfake.data import load_split, make_dataset
+
+    split = load_split(make_tree(tmp_path / "train", {"Fake": 3, "Real": 3}), 32, quiet=True)
+    keras.utils.set_random_seed(0)
+    batches = list(make_dataset(split, 4, seed=0, epochs=(0, 2)).as_numpy_iterator())
+    assert len(batches) == 4  # 2 batches per epoch, two epochs
