@@ -163,6 +163,9 @@ def main(argv=None) -> int:
         parser.error("--grace-epochs, --patience and --bn-batches cannot be negative")
     if args.learning_rate <= 0 or args.end_learning_rate < 0:
         parser.error("learning rates must be positive")
+    if args.seed % (2**31 - 1) == 0:
+        # TensorFlow cannot combine a global seed of 0 with the per-epoch shuffle's tensor seed.
+        parser.error("--seed must not be 0 (or a multiple of 2**31 - 1)")
 
     from realfake.training import train  # imports TensorFlow, so only after the usage checks
 

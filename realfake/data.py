@@ -149,12 +149,12 @@ def make_dataset(
     if epochs is None:
         dataset = examples.batch(batch_size)
     else:
-        # Python-int seeds: TensorFlow cannot combine a tensor seed with a global seed of 0.
-        dataset = None
-        for epoch in range(*epochs):
-            order_seed = seed * 1_000_003 + epoch
-            one_epoch = examples.shuffle(len(split), seed=order_seed).batch(batch_size)
-            dataset = one_epoch if dataset is None else dataset.concatenate(one_epoch)
+
+        def one_epoch(epoch):
+            order_seed = tf.constant(seed, tf.int64) * 1_000_003 + epoch
+            return examples.shuffle(len(split), seed=order_seed).batch(batch_size)
+
+        dataset = tf.data.Dataset.range(*epochs).flat_map(one_epoch)
 
     def cast(images, *rest):
         return (tf.cast(images, tf.float32), *rest)

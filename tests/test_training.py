@@ -401,12 +401,10 @@ def test_split_loading_counts_weights_and_batches(tmp_path):
         assert all(np.array_equal(e, g) for e, g in zip(expected, got, strict=True))
 
 
-def test_epoch_order_works_with_a_global_seed_of_zero(tmp_path):
-    import keras
+def test_a_seed_of_zero_is_refused_with_one_line(capsys):
+    import model_training
 
-    from realfake.data import load_split, make_dataset
-
-    split = load_split(make_tree(tmp_path / "train", {"Fake": 3, "Real": 3}), 32, quiet=True)
-    keras.utils.set_random_seed(0)
-    batches = list(make_dataset(split, 4, seed=0, epochs=(0, 2)).as_numpy_iterator())
-    assert len(batches) == 4  # 2 batches per epoch, two epochs
+    with pytest.raises(SystemExit) as raised:
+        model_training.main(["--seed", "0"])
+    assert raised.value.code == 2
+    assert "error: --seed must not be 0" in capsys.readouterr().err
