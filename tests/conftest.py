@@ -28,6 +28,14 @@ def make_tree(root: Path, counts: dict[str, int], extension: str = ".jpg", seed:
     return root
 
 
+def count_files(folder: Path, pattern: str) -> int:
+    """Files under `folder` matching `pattern`, 0 once a running stage has renamed it away."""
+    try:
+        return sum(1 for _ in folder.rglob(pattern))
+    except FileNotFoundError:  # a stage finished and moved its staging folder meanwhile
+        return 0
+
+
 def snapshot(root: Path) -> dict[str, bytes]:
     """Every file under `root` (relative path -> bytes), to compare trees exactly."""
     return {

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_tree, snapshot
+from conftest import count_files, make_tree, snapshot
 
 import data_merger
 from realfake import splitting
@@ -267,7 +267,7 @@ def test_kill_9_midway_then_rerun_matches(tmp_path):
         process = subprocess.Popen([*command, str(destination)], stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while process.poll() is None and time.monotonic() < deadline:
-            if staging.exists() and sum(1 for _ in staging.rglob("*.jpg")) >= files_linked:
+            if count_files(staging, "*.jpg") >= files_linked:
                 break
             time.sleep(0.01)
         process.send_signal(signal.SIGKILL)

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_tree, snapshot, write_image
+from conftest import count_files, make_tree, snapshot, write_image
 
 import data_merger
 import data_split_d1
@@ -312,7 +312,7 @@ def test_kill_9_midway_then_rerun_matches(tmp_path):
         process = subprocess.Popen([*command, str(destination)], stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while process.poll() is None and time.monotonic() < deadline:
-            if staging.exists() and sum(1 for _ in staging.rglob("*.jpg")) >= files_linked:
+            if count_files(staging, "*.jpg") >= files_linked:
                 break
             time.sleep(0.01)
         process.send_signal(signal.SIGKILL)

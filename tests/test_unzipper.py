@@ -10,7 +10,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import snapshot
+from conftest import count_files, snapshot
 
 import data_unzipper
 from realfake import archive as archive_module
@@ -227,7 +227,7 @@ def _kill_when(process: subprocess.Popen, staging: Path, files_written: int) -> 
     """SIGKILL the process once its staging folder holds `files_written` files (or it ends)."""
     deadline = time.monotonic() + 30
     while process.poll() is None and time.monotonic() < deadline:
-        if staging.exists() and sum(1 for _ in staging.rglob("*.jpg")) >= files_written:
+        if count_files(staging, "*.jpg") >= files_written:
             break
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
