@@ -23,7 +23,7 @@ from realfake.augmentation import (
     plan_augmentation,
     write_preview,
 )
-from realfake.cli import add_quiet_argument, report_errors
+from realfake.cli import add_quiet_argument, report_errors, require_at_least_one
 from realfake.config import AUGMENTED_TRAIN_DIR, DATA_DIR, SEED
 
 DEFAULTS = AugmentationSettings()
@@ -128,10 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--copies must be 0 or more")
     if args.target_per_class is not None and args.target_per_class < 0:
         parser.error("--target-per-class must be 0 or more")
-    if args.workers < 1:
-        parser.error("--workers must be at least 1")
-    if args.image_size is not None and args.image_size < 1:
-        parser.error("--image-size must be at least 1")
+    require_at_least_one(parser, args, "workers", "image_size")
     if (
         min(args.rotation_range, args.width_shift_range, args.height_shift_range) < 0
         or min(args.shear_range, args.zoom_range) < 0

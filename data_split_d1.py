@@ -19,7 +19,7 @@ import math
 import sys
 from pathlib import Path
 
-from realfake.cli import add_quiet_argument, report_errors
+from realfake.cli import add_quiet_argument, report_errors, require_at_least_one
 from realfake.config import FAKE_OR_REAL_RAW_DIR, FAKE_OR_REAL_SPLIT_DIR, SEED
 from realfake.splitting import add_workers_argument, print_split_summary, split_fake_or_real
 
@@ -61,8 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.workers is not None and args.workers < 1:
-        parser.error("--workers must be at least 1")
+    require_at_least_one(parser, args, "workers")
     if any(fraction < 0 for fraction in args.fractions) or args.fractions[0] <= 0:
         parser.error("--fractions must not be negative, and the train share must be positive")
     if not math.isclose(sum(args.fractions), 1.0, abs_tol=1e-6):

@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from realfake.cli import add_quiet_argument, report_errors
+from realfake.cli import add_quiet_argument, report_errors, require_at_least_one
 from realfake.config import CIFAKE_RAW_DIR, CIFAKE_SPLIT_DIR, SEED
 from realfake.splitting import add_workers_argument, print_split_summary, split_cifake
 
@@ -53,8 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.workers is not None and args.workers < 1:
-        parser.error("--workers must be at least 1")
+    require_at_least_one(parser, args, "workers")
     if not 0 < args.validation_fraction < 1:
         parser.error("--validation-fraction must be between 0 and 1")
     result = split_cifake(

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import realfake  # noqa: F401  (sets TensorFlow's environment before it is imported)
 from realfake import config
-from realfake.cli import add_quiet_argument, report_errors
+from realfake.cli import add_quiet_argument, report_errors, require_at_least_one
 from realfake.errors import PipelineError
 from realfake.fileops import atomic_write_text
 
@@ -71,8 +71,7 @@ def load_model(path: Path):
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.batch_size < 1:
-        parser.error("--batch-size must be at least 1")
+    require_at_least_one(parser, args, "batch_size")
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         parser.error("--threshold must be between 0 and 1")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import realfake  # noqa: F401  (sets TensorFlow's environment before it is imported)
 from realfake import config
-from realfake.cli import add_quiet_argument, report_errors
+from realfake.cli import add_quiet_argument, report_errors, require_at_least_one
 
 CHECKPOINT_DIR = Path("runs") / "training"
 
@@ -152,13 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    for name in ("batch_size", "epochs", "dense_units"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    require_at_least_one(parser, args, "batch_size", "epochs", "dense_units", "limit_per_class")
     if args.image_size < 32:
         parser.error("--image-size must be at least 32 (ResNet101's smallest input)")
-    if args.limit_per_class is not None and args.limit_per_class < 1:
-        parser.error("--limit-per-class must be at least 1")
     if min(args.grace_epochs, args.patience, args.bn_batches) < 0:
         parser.error("--grace-epochs, --patience and --bn-batches cannot be negative")
     if args.learning_rate <= 0 or args.end_learning_rate < 0:

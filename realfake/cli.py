@@ -22,6 +22,16 @@ def add_quiet_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def require_at_least_one(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, *names: str
+) -> None:
+    """Stop with a usage error when one of these integer options is below 1 (None is unset)."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+
+
 def progress(
     iterable: Iterable[T], *, total: int | None = None, description: str = "", quiet: bool = False
 ) -> Iterator[T]:
