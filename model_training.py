@@ -90,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--decay-power", type=float, default=2.0, help="power of the polynomial decay"
     )
     parser.add_argument(
+        "--warmup-fraction",
+        type=float,
+        default=0.0,
+        help="fraction of the planned steps over which the learning rate first rises linearly "
+        "from near 0 (the polynomial decay then runs over the rest)",
+    )
+    parser.add_argument(
         "--dense-units", type=int, default=256, help="width of the ReLU dense layer in the head"
     )
     parser.add_argument(
@@ -106,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--freeze-base",
         action="store_true",
         help="keep the ResNet101 base fixed and train only the head (feature extraction)",
+    )
+    parser.add_argument(
+        "--zero-init-residual",
+        action="store_true",
+        help="start the last batch-norm scale of every residual branch at zero, so each block "
+        "begins as the identity (with --weights none only)",
     )
     parser.add_argument(
         "--augment",
@@ -159,6 +172,10 @@ def main(argv=None) -> int:
         parser.error("--grace-epochs, --patience and --bn-batches cannot be negative")
     if args.learning_rate <= 0 or args.end_learning_rate < 0:
         parser.error("learning rates must be positive")
+    if not 0 <= args.warmup_fraction < 1:
+        parser.error("--warmup-fraction must be at least 0 and below 1")
+    if args.zero_init_residual and args.weights != "none":
+        parser.error("--zero-init-residual needs --weights none (it would erase loaded weights)")
     if args.seed % (2**31 - 1) == 0:
         # TensorFlow cannot combine a global seed of 0 with the per-epoch shuffle's tensor seed.
         parser.error("--seed must not be 0 (or a multiple of 2**31 - 1)")

@@ -4,6 +4,7 @@ Preprocessing lives inside the model, so every caller feeds raw 0-255 RGB pixels
 model uses only built-in Keras layers (it loads with plain `keras.models.load_model`).
 """
 
+import re
 from pathlib import Path
 
 import keras
@@ -15,6 +16,8 @@ from realfake.errors import PipelineError
 # ResNet's `preprocess_input` ("caffe" mode) flips RGB to BGR and subtracts these means (BGR order).
 IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)
 BASE_NAME = "resnet101"
+# The last batch norm of each residual branch: conv2_block1_3_bn ... conv5_block3_3_bn.
+RESIDUAL_BRANCH_END = re.compile(r"conv\d_block\d+_3_bn")
 
 
 def _imagenet_base(image_size: int, weights: str) -> keras.Model:
@@ -48,6 +51,7 @@ def build_model(
     dropout: float = 0.4,
     noise_stddev: float = 0.1,
     freeze_base: bool = False,
+    zero_init_residual: bool = False,
 ) -> keras.Model:
     """Build the uncompiled ResNet101 classifier.
 
@@ -61,6 +65,8 @@ def build_model(
         noise_stddev: standard deviation of the Gaussian noise added to the base's feature maps
             during training.
         freeze_base: keep the base's weights fixed (feature extraction).
+        zero_init_residual: start the last batch-norm scale (gamma) of every residual branch at
+            zero, so each block begins as the identity (Goyal et al., 2017); random weights only.
     """
     if image_size < 32:
         raise PipelineError(f"image size {image_size} is too small: ResNet101 needs at least 32")
@@ -68,10 +74,16 @@ def build_model(
         raise PipelineError(f"weights file not found: {weights}")
 
     inputs = keras.Input(shape=(image_size, image_size, 3), name="image")
+    if zero_init_residual and weights != "none":
+        raise PipelineError("zero-initialised residual branches need --weights none")
     if weights == "none":
         base = keras.applications.ResNet101(
             include_top=False, weights=None, input_shape=(image_size, image_size, 3)
         )
+        if zero_init_residual:
+            for layer in base.layers:
+                if RESIDUAL_BRANCH_END.fullmatch(layer.name):
+                    layer.gamma.assign(keras.ops.zeros_like(layer.gamma))
         x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess")(inputs)
     else:
         base = _imagenet_base(image_size, weights)

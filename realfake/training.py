@@ -49,14 +49,67 @@ def training_metrics() -> list[keras.metrics.Metric]:
     ]
 
 
+@keras.saving.register_keras_serializable(package="realfake")
+class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
+    """Rise linearly to `after(0)` over `warmup_steps` steps, then follow `after`, shifted.
+
+    Large learning rates on a network trained from scratch diverge or stall in the first steps,
+    while the batch statistics and the residual branches are still far from their working range.
+    """
+
+    def __init__(self, warmup_steps: int, after: keras.optimizers.schedules.LearningRateSchedule):
+        self.warmup_steps = int(warmup_steps)
+        self.after = after
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        warmup = float(self.warmup_steps)
+        rising = self.after(0) * (step + 1.0) / warmup
+        return keras.ops.where(
+            step < warmup, rising, self.after(keras.ops.maximum(step - warmup, 0.0))
+        )
+
+    def get_config(self):
+        return {
+            "warmup_steps": self.warmup_steps,
+            "after": keras.saving.serialize_keras_object(self.after),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        after = keras.saving.deserialize_keras_object(config["after"])
+        return cls(config["warmup_steps"], after)
+
+
+def learning_rate_schedule(
+    learning_rate: float,
+    end_learning_rate: float,
+    decay_power: float,
+    decay_steps: int,
+    warmup_steps: int = 0,
+) -> keras.optimizers.schedules.LearningRateSchedule:
+    """PolynomialDecay from `learning_rate` to `end_learning_rate` over `decay_steps` steps in
+    all; the first `warmup_steps` of them, if any, rise linearly to `learning_rate` instead."""
+    warmup_steps = max(0, min(int(warmup_steps), decay_steps - 1))
+    decay = keras.optimizers.schedules.PolynomialDecay(
+        initial_learning_rate=learning_rate,
+        decay_steps=max(1, decay_steps - warmup_steps),
+        end_learning_rate=end_learning_rate,
+        power=decay_power,
+    )
+    return LinearWarmup(warmup_steps, decay) if warmup_steps else decay
+
+
 def compile_model(
     model: keras.Model,
     learning_rate: float,
     end_learning_rate: float,
     decay_power: float,
     decay_steps: int,
+    warmup_steps: int = 0,
 ) -> None:
-    """Adam with a polynomial learning-rate decay over `decay_steps`; binary cross-entropy.
+    """Adam with a polynomial learning-rate decay over `decay_steps` (after an optional linear
+    warm-up, see `learning_rate_schedule`); binary cross-entropy.
 
     The loss is the binary cross-entropy of P(Fake), computed as categorical cross-entropy, which
     equals it exactly for one-hot labels and a two-way softmax. Keras's BinaryCrossentropy is not
@@ -64,11 +117,8 @@ def compile_model(
     computes sigmoid cross-entropy of each logit instead: a different loss, whose value does not
     match the model's probabilities.
     """
-    schedule = keras.optimizers.schedules.PolynomialDecay(
-        initial_learning_rate=learning_rate,
-        decay_steps=max(1, decay_steps),
-        end_learning_rate=end_learning_rate,
-        power=decay_power,
+    schedule = learning_rate_schedule(
+        learning_rate, end_learning_rate, decay_power, decay_steps, warmup_steps
     )
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=schedule),
@@ -336,7 +386,8 @@ def run_settings(args) -> dict:
     names = (
         "data", "weights", "image_size", "batch_size", "epochs", "learning_rate",
         "end_learning_rate", "decay_power", "dense_units", "l2", "seed", "limit_per_class",
-        "freeze_base", "augment", "grace_epochs", "patience", "bn_batches",
+        "freeze_base", "augment", "grace_epochs", "patience", "bn_batches", "warmup_fraction",
+        "zero_init_residual",
     )  # fmt: skip
     return {name: str(getattr(args, name)) for name in names}
 
@@ -402,13 +453,16 @@ def train(args) -> dict:
             dense_units=args.dense_units,
             l2=args.l2,
             freeze_base=args.freeze_base,
+            zero_init_residual=args.zero_init_residual,
         )
+        total_steps = steps_per_epoch * args.epochs
         compile_model(
             model,
             args.learning_rate,
             args.end_learning_rate,
             args.decay_power,
-            decay_steps=steps_per_epoch * args.epochs,
+            decay_steps=total_steps,
+            warmup_steps=round(args.warmup_fraction * total_steps),
         )
 
     stopper = StopTrainingOnValidationLoss(args.grace_epochs, save_path=Path(args.model_path))

@@ -190,3 +190,28 @@ def test_missing_weights_file_is_reported(tmp_path):
 
     with pytest.raises(PipelineError, match="weights file not found"):
         build_model(image_size=32, weights=str(tmp_path / "absent.h5"))
+
+
+def test_zero_init_residual_zeroes_the_last_scale_of_every_residual_branch():
+    """ResNet101 has 3 + 4 + 23 + 3 = 33 residual blocks; only their third BN starts at zero."""
+    from realfake.model import build_model
+
+    base = build_model(image_size=32, weights="none", dense_units=8, zero_init_residual=True)
+    base = base.get_layer("resnet101")
+    gammas = {
+        layer.name: np.asarray(layer.gamma)
+        for layer in base.layers
+        if type(layer).__name__ == "BatchNormalization"
+    }
+    zeroed = sorted(name for name, gamma in gammas.items() if not gamma.any())
+    assert len(zeroed) == 33
+    assert all(name.endswith("_3_bn") for name in zeroed)
+    assert "conv4_block23_3_bn" in zeroed and "conv5_block3_3_bn" in zeroed
+    assert all(np.all(gammas[name] == 1.0) for name in gammas.keys() - set(zeroed))
+
+
+def test_zero_init_residual_refuses_loaded_weights(tmp_path):
+    from realfake.model import build_model
+
+    with pytest.raises(PipelineError, match="--weights none"):
+        build_model(image_size=32, weights="imagenet", zero_init_residual=True)

@@ -408,3 +408,44 @@ def test_a_seed_of_zero_is_refused_with_one_line(capsys):
         model_training.main(["--seed", "0"])
     assert raised.value.code == 2
     assert "error: --seed must not be 0" in capsys.readouterr().err
+
+
+def test_warmup_rises_linearly_then_decays_polynomially_over_the_rest():
+    from realfake.training import learning_rate_schedule
+
+    schedule = learning_rate_schedule(2e-3, 0.0, 1.0, decay_steps=1000, warmup_steps=100)
+    rates = [float(schedule(step)) for step in (0, 49, 99, 100, 550, 1000)]
+    assert rates == pytest.approx([2e-5, 1e-3, 2e-3, 2e-3, 1e-3, 0.0], abs=1e-9)
+    rising = [float(schedule(step)) for step in range(100)]
+    assert all(b > a for a, b in zip(rising, rising[1:], strict=False))
+    # Without warm-up it is Keras's own PolynomialDecay, unchanged.
+    plain = learning_rate_schedule(1e-3, 1e-5, 2.0, decay_steps=1000)
+    assert type(plain).__name__ == "PolynomialDecay"
+
+
+def test_a_warmup_schedule_survives_the_optimizer_config_round_trip():
+    import keras
+
+    from realfake.training import learning_rate_schedule
+
+    optimizer = keras.optimizers.Adam(learning_rate_schedule(1e-3, 0.0, 2.0, 500, 50))
+    restored = keras.optimizers.Adam.from_config(optimizer.get_config())
+    original, copy = optimizer._learning_rate, restored._learning_rate
+    assert type(copy).__name__ == "LinearWarmup"
+    for step in (0, 25, 50, 300, 500):
+        assert float(copy(step)) == pytest.approx(float(original(step)))
+    assert float(copy(25)) < float(copy(50)) and float(copy(500)) == 0.0
+
+
+def test_bad_warmup_and_zero_init_combinations_are_refused_with_one_line(capsys):
+    import model_training
+
+    for argv, message in (
+        (["--warmup-fraction", "1"], "--warmup-fraction must be at least 0 and below 1"),
+        (["--warmup-fraction", "-0.1"], "--warmup-fraction must be at least 0 and below 1"),
+        (["--zero-init-residual", "--weights", "imagenet"], "--zero-init-residual needs"),
+    ):
+        with pytest.raises(SystemExit) as raised:
+            model_training.main(argv)
+        assert raised.value.code == 2
+        assert f"error: {message}" in capsys.readouterr().err
