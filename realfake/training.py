@@ -1,6 +1,7 @@
 """Training machinery: the distribution strategy, compiling the classifier, and the callbacks that
 stop, restore, re-estimate batch-norm statistics and checkpoint a run so that it can resume."""
 
+import contextlib
 import csv
 import json
 import os
@@ -359,8 +360,12 @@ def restore_checkpoint(model: keras.Model, directory: Path) -> None:
 
 
 def clear_checkpoint(directory: Path) -> None:
-    """Remove a checkpoint folder (a fresh run, or a finished one)."""
+    """Remove a checkpoint folder (a fresh run, or a finished one), and its parent if that is
+    left empty (the default runs/training leaves no empty runs/ behind)."""
+    directory = Path(directory)
     shutil.rmtree(directory, ignore_errors=True)
+    with contextlib.suppress(OSError):  # not empty, or the working directory: leave it
+        directory.parent.rmdir()
 
 
 def settings_differences(saved: dict, current: dict) -> list[str]:

@@ -449,3 +449,19 @@ def test_bad_warmup_and_zero_init_combinations_are_refused_with_one_line(capsys)
             model_training.main(argv)
         assert raised.value.code == 2
         assert f"error: {message}" in capsys.readouterr().err
+
+
+def test_clearing_a_checkpoint_leaves_no_empty_parent_but_keeps_a_used_one(tmp_path):
+    from realfake.training import clear_checkpoint
+
+    checkpoint = tmp_path / "runs" / "training"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "state.json").write_text("{}")
+    clear_checkpoint(checkpoint)
+    assert not (tmp_path / "runs").exists() and tmp_path.is_dir()
+
+    checkpoint.mkdir(parents=True)
+    (tmp_path / "runs" / "other.txt").write_text("kept")
+    clear_checkpoint(checkpoint)
+    assert not checkpoint.exists()
+    assert (tmp_path / "runs" / "other.txt").read_text() == "kept"
