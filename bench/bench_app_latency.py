@@ -38,15 +38,15 @@ from realfake.errors import PipelineError  # noqa: E402
 from realfake.images import is_image_name, load_rgb  # noqa: E402
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_model_arguments(parser: argparse.ArgumentParser, untrained_help: str) -> None:
+    """--model, --untrained, --image-size and --archive: what the app benches serve and upload."""
     parser.add_argument(
         "--model", default=str(MODEL_PATH), help=f"saved model (default: {MODEL_PATH})"
     )
     parser.add_argument(
         "--untrained",
         action="store_true",
-        help="time a randomly initialised model of --image-size instead (same cost; default: off)",
+        help=untrained_help,
     )
     parser.add_argument(
         "--image-size", type=int, default=32, help="input size for --untrained (default: 32)"
@@ -55,6 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--archive",
         default=os.environ.get("CIFAKE_SAMPLE_ARCHIVE"),
         help="zip of CIFAKE images to upload (default: $CIFAKE_SAMPLE_ARCHIVE, else generated)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_model_arguments(
+        parser, "time a randomly initialised model of --image-size instead (same cost)"
     )
     parser.add_argument(
         "--rounds", type=int, default=40, help="timed requests per measure and image (default: 40)"

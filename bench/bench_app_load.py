@@ -34,33 +34,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_app_latency import multipart, sample_uploads, untrained_model  # noqa: E402
+from bench_app_latency import add_model_arguments, multipart, sample_uploads, untrained_model  # noqa: E402
 
 import realfake  # noqa: E402, F401  (before TensorFlow: sets its defaults)
 from realfake.cli import add_quiet_argument, report_errors  # noqa: E402
-from realfake.config import MODEL_PATH  # noqa: E402
 from realfake.errors import PipelineError  # noqa: E402
 from realfake.images import load_rgb  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--model", default=str(MODEL_PATH), help=f"saved model (default: {MODEL_PATH})"
-    )
-    parser.add_argument(
-        "--untrained",
-        action="store_true",
-        help="serve a randomly initialised model of --image-size instead (default: off)",
-    )
-    parser.add_argument(
-        "--image-size", type=int, default=32, help="input size for --untrained (default: 32)"
-    )
-    parser.add_argument(
-        "--archive",
-        default=os.environ.get("CIFAKE_SAMPLE_ARCHIVE"),
-        help="zip of CIFAKE images to upload (default: $CIFAKE_SAMPLE_ARCHIVE, else generated)",
-    )
+    add_model_arguments(parser, "serve a randomly initialised model of --image-size instead")
     parser.add_argument(
         "--clients", type=int, default=4, help="concurrent client threads (default: 4)"
     )
