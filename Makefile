@@ -51,7 +51,7 @@ demo-serve: setup
 	else echo "serve it: cd $(DEMO_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/app.py   (or make demo-serve SERVE=1), then open http://127.0.0.1:5000/"; fi
 
 # The reference model: the real CIFAKE archive, prepared by the stage scripts, trained from scratch
-# with the recipe of README "Results" (about 2 hours on 2 CPU cores). Everything lives in
+# with the recipe of README "Results" (96 minutes on 2 CPU cores). Everything lives in
 # $(CIFAKE_DIR)/. Interrupted? Run it again: finished stages are skipped and training resumes from
 # its last finished epoch.
 CIFAKE_ARCHIVE ?= ../shared/datasets/cifake-train-split.zip
