@@ -15,7 +15,7 @@ import io
 import sys
 
 import realfake  # noqa: F401  (sets TensorFlow's defaults before it is imported)
-from realfake.cli import report_errors
+from realfake.cli import report_errors, require_at_least_one
 from realfake.config import MODEL_PATH
 from realfake.errors import PipelineError
 from realfake.webapp import DEFAULTS, create_app
@@ -85,8 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0 < args.port < 65536:
         parser.error(f"--port must be between 1 and 65535, not {args.port}")
-    if args.max_files < 1:
-        parser.error("--max-files must be at least 1")
+    require_at_least_one(parser, args, "max_files")
     if args.max_megabytes <= 0:
         parser.error("--max-megabytes must be positive")
     app = create_app(

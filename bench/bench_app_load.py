@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_app_latency import add_model_arguments, multipart, sample_uploads, untrained_model  # noqa: E402
 
 import realfake  # noqa: E402, F401  (before TensorFlow: sets its defaults)
-from realfake.cli import add_quiet_argument, report_errors  # noqa: E402
+from realfake.cli import add_quiet_argument, report_errors, require_at_least_one  # noqa: E402
 from realfake.errors import PipelineError  # noqa: E402
 from realfake.images import load_rgb  # noqa: E402
 
@@ -188,9 +188,7 @@ def load(port: int, bodies: list[tuple[bytes, str, float]], args) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    for name in ("clients", "requests"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1")
+    require_at_least_one(parser, args, "clients", "requests")
     if args.duration <= 0:
         parser.error("--duration must be positive")
     if args.archive and not Path(args.archive).is_file():

@@ -42,7 +42,7 @@ from realfake.augmentation import (  # noqa: E402  (after the path set-up above)
     default_workers,
     plan_augmentation,
 )
-from realfake.cli import report_errors  # noqa: E402
+from realfake.cli import report_errors, require_at_least_one  # noqa: E402
 from realfake.config import SEED  # noqa: E402
 from realfake.images import is_image_name, load_rgb  # noqa: E402
 from realfake.layout import canonical_class  # noqa: E402
@@ -233,8 +233,7 @@ def run_one(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.images < 1 or args.rounds < 1 or args.workers < 1:
-        parser.error("--images, --rounds and --workers must be at least 1")
+    require_at_least_one(parser, args, "images", "rounds", "workers")
     if args.run is not None:
         return run_one(args)
     if args.archive is not None and not Path(args.archive).is_file():

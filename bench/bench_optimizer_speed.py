@@ -20,7 +20,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import realfake  # noqa: E402, F401  (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow is imported)
-from realfake.cli import add_quiet_argument, progress, report_errors  # noqa: E402
+from realfake.cli import (  # noqa: E402
+    add_quiet_argument,
+    progress,
+    report_errors,
+    require_at_least_one,
+)
 from realfake.config import IMAGE_SIZE  # noqa: E402
 
 
@@ -46,8 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.repeats < 1 or args.updates < 1:
-        parser.error("--repeats and --updates must be at least 1")
+    require_at_least_one(parser, args, "repeats", "updates")
 
     import keras
     import numpy as np

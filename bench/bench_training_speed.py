@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import realfake  # noqa: E402, F401  (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow is imported)
-from realfake.cli import add_quiet_argument, report_errors  # noqa: E402
+from realfake.cli import add_quiet_argument, report_errors, require_at_least_one  # noqa: E402
 from realfake.errors import PipelineError  # noqa: E402
 
 PATHS = {"eigen": "0", "onednn": "1"}
@@ -336,9 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         args.sizes, args.repeats, args.steps, args.eigen_steps, args.warmup_steps = [32], 2, 4, 1, 1
     if min(args.sizes) < 32:
         parser.error("--sizes: ResNet101 needs inputs of at least 32x32")
-    for name in ("batch_size", "steps", "eigen_steps", "repeats"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    require_at_least_one(parser, args, "batch_size", "steps", "eigen_steps", "repeats")
     if args.warmup_steps < 1:
         parser.error("--warmup-steps must be at least 1 (the timer starts after one)")
 

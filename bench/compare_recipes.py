@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import realfake  # noqa: E402, F401  (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow is imported)
-from realfake.cli import report_errors  # noqa: E402
+from realfake.cli import report_errors, require_at_least_one  # noqa: E402
 from realfake.errors import PipelineError  # noqa: E402
 
 SHARED = ["--weights", "none", "--epochs", "1", "--quiet"]
@@ -115,8 +115,7 @@ def print_table(rows: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.limit_per_class < 1:
-        parser.error("--limit-per-class must be at least 1")
+    require_at_least_one(parser, args, "limit_per_class")
     if not Path(args.data, "train").is_dir():
         raise PipelineError(f"no train/ folder in {args.data}: run `make cifake-data` first")
     with tempfile.TemporaryDirectory(prefix="recipes-") as scratch:

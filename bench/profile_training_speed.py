@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import realfake  # noqa: E402, F401  (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow is imported)
-from realfake.cli import add_quiet_argument, report_errors  # noqa: E402
+from realfake.cli import add_quiet_argument, report_errors, require_at_least_one  # noqa: E402
 from realfake.config import IMAGE_SIZE, SEED  # noqa: E402
 from realfake.errors import PipelineError  # noqa: E402
 
@@ -80,8 +80,7 @@ def op_times(trace: Path) -> collections.Counter:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.steps < 1 or args.batch_size < 1:
-        parser.error("--steps and --batch-size must be at least 1")
+    require_at_least_one(parser, args, "steps", "batch_size")
 
     import keras
     import numpy as np
