@@ -1,6 +1,9 @@
 """Shared fixtures: tiny generated images and folder trees; nothing here reads real datasets."""
 
 import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +37,18 @@ def count_files(folder: Path, pattern: str) -> int:
         return sum(1 for _ in folder.rglob(pattern))
     except FileNotFoundError:  # a stage finished and moved its staging folder meanwhile
         return 0
+
+
+def kill_when_staged(process: subprocess.Popen, staging: Path, files: int) -> None:
+    """SIGKILL a running stage once its staging folder holds `files` JPEGs (or it ends, or 30 s
+    pass), and reap it."""
+    deadline = time.monotonic() + 30
+    while process.poll() is None and time.monotonic() < deadline:
+        if count_files(staging, "*.jpg") >= files:
+            break
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
 
 
 def snapshot(root: Path) -> dict[str, bytes]:

@@ -3,14 +3,12 @@ overwriting a file, reporting cross-split duplicates, and finishing an interrupt
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import count_files, make_tree, snapshot
+from conftest import kill_when_staged, make_tree, snapshot
 
 import data_merger
 from realfake import splitting
@@ -265,13 +263,7 @@ def test_kill_9_midway_then_rerun_matches(tmp_path):
         destination = tmp_path / f"data_{files_linked}"
         staging = destination / splitting.MERGE_STAGING_NAME
         process = subprocess.Popen([*command, str(destination)], stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while process.poll() is None and time.monotonic() < deadline:
-            if count_files(staging, "*.jpg") >= files_linked:
-                break
-            time.sleep(0.01)
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+        kill_when_staged(process, staging, files_linked)
         killed_midway += staging.exists()
         subprocess.run([*command, str(destination)], check=True, capture_output=True)
         assert merged(destination) == expected

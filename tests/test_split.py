@@ -1,14 +1,12 @@
 """data_split_d2.py (CIFAKE) and data_split_d1.py (Fake-or-Real): stratified, deterministic,
 byte-identical, alias-aware, kill-safe splits that never touch the raw data."""
 
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import count_files, make_tree, snapshot, write_image
+from conftest import kill_when_staged, make_tree, snapshot, write_image
 
 import data_merger
 import data_split_d1
@@ -310,13 +308,7 @@ def test_kill_9_midway_then_rerun_matches(tmp_path):
         destination = tmp_path / f"split_{files_linked}"
         staging = tmp_path / f".split_{files_linked}.partial"
         process = subprocess.Popen([*command, str(destination)], stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while process.poll() is None and time.monotonic() < deadline:
-            if count_files(staging, "*.jpg") >= files_linked:
-                break
-            time.sleep(0.01)
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+        kill_when_staged(process, staging, files_linked)
         killed_midway += staging.exists() and not destination.exists()
         subprocess.run([*command, str(destination)], check=True, capture_output=True)
         assert snapshot(destination) == expected

@@ -1,16 +1,14 @@
 """data_unzipper.py: faithful extraction, refusal of hostile or broken archives, kill-safety."""
 
 import os
-import signal
 import stat
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import count_files, snapshot
+from conftest import kill_when_staged, snapshot
 
 import data_unzipper
 from realfake import archive as archive_module
@@ -223,17 +221,6 @@ def test_killed_extraction_reruns_to_the_uninterrupted_result(
     assert not (tmp_path / ".raw.partial").exists()
 
 
-def _kill_when(process: subprocess.Popen, staging: Path, files_written: int) -> None:
-    """SIGKILL the process once its staging folder holds `files_written` files (or it ends)."""
-    deadline = time.monotonic() + 30
-    while process.poll() is None and time.monotonic() < deadline:
-        if count_files(staging, "*.jpg") >= files_written:
-            break
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-
-
 @pytest.mark.slow
 def test_kill_9_midway_then_rerun_matches(tmp_path):
     """A real SIGKILL at two moments of an extraction, each followed by a re-run."""
@@ -250,7 +237,7 @@ def test_kill_9_midway_then_rerun_matches(tmp_path):
         destination = tmp_path / f"raw_{files_written}"
         staging = tmp_path / f".raw_{files_written}.partial"
         process = subprocess.Popen([*command, str(destination)], stdout=subprocess.DEVNULL)
-        _kill_when(process, staging, files_written)
+        kill_when_staged(process, staging, files_written)
         killed_midway += staging.exists() and not destination.exists()
         subprocess.run([*command, str(destination)], check=True, capture_output=True)
         assert snapshot(destination) == expected
