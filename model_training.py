@@ -122,8 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--augment",
-        action="store_true",
-        help="random horizontal flips and shifts of up to 10%% on training batches",
+        nargs="?",
+        const="flip-shift",
+        default=None,
+        choices=("flip", "flip-shift"),
+        help="random transforms of training batches: flip (horizontal mirror images, pixel "
+        "values kept) or flip-shift (also shifts of up to 10%%, resampled); alone: flip-shift",
     )
     parser.add_argument(
         "--grace-epochs",

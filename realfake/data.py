@@ -115,14 +115,24 @@ def one_hot(labels: np.ndarray) -> np.ndarray:
     return np.eye(len(CLASS_NAMES), dtype=np.float32)[labels]
 
 
-def augmentation_layers(seed: int = SEED):
-    """Random flips and small shifts applied to training batches only (not part of the model)."""
+AUGMENTATIONS = ("flip", "flip-shift")
+
+
+def augmentation_layers(mode: str = "flip-shift", seed: int = SEED):
+    """The random transforms applied to training batches only (not part of the model).
+
+    `flip`: horizontal mirror images, which keep every pixel value, so the fine traces that tell
+    generated images apart survive. `flip-shift` adds shifts of up to 10%, whose sub-pixel
+    resampling blurs those traces.
+    """
     from keras import layers
 
-    return [
-        layers.RandomFlip("horizontal", seed=seed),
-        layers.RandomTranslation(0.1, 0.1, fill_mode="reflect", seed=seed + 1),
-    ]
+    if mode not in AUGMENTATIONS:
+        raise PipelineError(f"unknown augmentation {mode}: choose {' or '.join(AUGMENTATIONS)}")
+    transforms = [layers.RandomFlip("horizontal", seed=seed)]
+    if mode == "flip-shift":
+        transforms.append(layers.RandomTranslation(0.1, 0.1, fill_mode="reflect", seed=seed + 1))
+    return transforms
 
 
 def make_dataset(
@@ -130,7 +140,7 @@ def make_dataset(
     batch_size: int,
     seed: int = SEED,
     weights: dict[int, float] | None = None,
-    augment: bool = False,
+    augment: str | None = None,
     epochs: tuple[int, int] | None = None,
 ):
     """A tf.data pipeline of (float32 pixels 0-255, one-hot labels[, sample weights]) batches.
@@ -138,7 +148,8 @@ def make_dataset(
     The decoded uint8 array is the cache: each epoch only shuffles, casts and batches it. With
     `epochs=(first, last)` the batches of epochs first..last-1 follow one another, each epoch in
     an order fixed by (seed, epoch), so a resumed run sees exactly the batches an uninterrupted
-    one would have seen. Without it, one pass in file order.
+    one would have seen. Without it, one pass in file order. `augment` names the training-batch
+    transforms of `augmentation_layers` (None: none).
     """
     import tensorflow as tf
 
@@ -161,7 +172,7 @@ def make_dataset(
 
     dataset = dataset.map(cast, num_parallel_calls=tf.data.AUTOTUNE)
     if augment:
-        transforms = augmentation_layers(seed)
+        transforms = augmentation_layers(augment, seed)
 
         def apply(images, *rest):
             for transform in transforms:

@@ -280,6 +280,7 @@ def test_resume_with_other_settings_is_refused(tmp_path, capsys):
         (["--image-size", "16"], "--image-size must be at least 32"),
         (["--limit-per-class", "0"], "--limit-per-class must be at least 1"),
         (["--strategy", "tpu"], "invalid choice"),
+        (["--augment", "rotate"], "invalid choice"),
     ],
 )
 def test_usage_errors(argv, message, capsys):
@@ -401,6 +402,34 @@ def test_split_loading_counts_weights_and_batches(tmp_path):
         assert all(np.array_equal(e, g) for e, g in zip(expected, got, strict=True))
 
 
+def test_flip_augmentation_keeps_every_pixel_and_flip_shift_resamples(tmp_path):
+    import model_training
+    from realfake.data import augmentation_layers, load_split, make_dataset
+    from realfake.errors import PipelineError
+
+    split = load_split(make_tree(tmp_path / "train", {"Fake": 6, "Real": 6}), 32, quiet=True)
+    originals = split.images.astype(np.float32)
+    views = {bytes(image) for image in originals} | {bytes(image[:, ::-1]) for image in originals}
+
+    def augmented(mode):
+        dataset = make_dataset(split, 12, seed=5, augment=mode, epochs=(0, 4))
+        return np.concatenate([images for images, _ in dataset.as_numpy_iterator()])
+
+    flipped = augmented("flip")
+    assert all(bytes(image) in views for image in flipped)  # each is an image or its mirror
+    mirrored = sum(bytes(image) not in {bytes(o) for o in originals} for image in flipped)
+    assert 0 < mirrored < len(flipped)  # some mirrored, some not
+    shifted = augmented("flip-shift")
+    assert sum(bytes(image) in views for image in shifted) < len(shifted) / 2
+    with pytest.raises(PipelineError, match="unknown augmentation"):
+        augmentation_layers("rotate")
+
+    parser = model_training.build_parser()
+    assert parser.parse_args([]).augment is None
+    assert parser.parse_args(["--augment"]).augment == "flip-shift"  # as before the choice
+    assert parser.parse_args(["--augment", "flip"]).augment == "flip"
+
+
 def test_a_seed_of_zero_is_refused_with_one_line(capsys):
     import model_training
 
@@ -465,3 +494,4 @@ def test_clearing_a_checkpoint_leaves_no_empty_parent_but_keeps_a_used_one(tmp_p
     clear_checkpoint(checkpoint)
     assert not checkpoint.exists()
     assert (tmp_path / "runs" / "other.txt").read_text() == "kept"
+
