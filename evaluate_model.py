@@ -1,7 +1,8 @@
 """Score a saved classifier on a folder of Fake/Real images (aliases such as FAKE/REAL work).
 
-Reads the model (.h5) and its model card beside it (image size and decision threshold; without a
-card the model's input size and threshold 0.5 are used), decodes every image the same way training
+Reads the model (.h5) and its model card beside it (image size, decision threshold and whether each
+image is averaged with its mirror image; without a card the model's input size, threshold 0.5 and
+the image alone are used), decodes every image the same way training
 and the app do, and writes to the output folder:
     metrics.json           loss, accuracy, precision, recall, AUC, F1 (Fake positive)
     confusion_matrix.png   true against predicted class at the card's threshold
@@ -83,16 +84,19 @@ def main(argv=None) -> int:
         plot_roc,
         predict_fake,
     )
-    from realfake.modelcard import load_card
+    from realfake.modelcard import load_card, uses_test_time_flip
 
     model = load_model(args.model)
     card = load_card(args.model) or {}
     image_size = int(card.get("image_size") or model.input_shape[1])
     threshold = args.threshold if args.threshold is not None else card.get("threshold", 0.5)
     split = load_split(args.data, image_size, quiet=args.quiet, description="decode")
-    probability_fake = predict_fake(model, split.images, args.batch_size)
+    flip = uses_test_time_flip(card)
+    probability_fake = predict_fake(model, split.images, args.batch_size, flip)
     metrics = classification_metrics(split.labels, probability_fake, threshold)
-    metrics.update(model=str(args.model), data=str(args.data), counts=split.counts())
+    metrics.update(
+        model=str(args.model), data=str(args.data), counts=split.counts(), test_time_flip=flip
+    )
 
     args.output.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.output / "metrics.json", json.dumps(metrics, indent=2) + "\n")
@@ -101,7 +105,11 @@ def main(argv=None) -> int:
     )
     plot_roc(split.labels, probability_fake, args.output / "roc_curve.png")
     counts = ", ".join(f"{name} {count:,}" for name, count in split.counts().items())
-    print(f"evaluated {len(split):,} images ({counts}) from {args.data}; plots in {args.output}")
+    views = " with their mirror images" if flip else ""
+    print(
+        f"evaluated {len(split):,} images ({counts}) from {args.data}{views}; "
+        f"plots in {args.output}"
+    )
     print(format_metrics(metrics))
     print(json.dumps(metrics, sort_keys=True))
     return 0

@@ -130,6 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
         "values kept) or flip-shift (also shifts of up to 10%%, resampled); alone: flip-shift",
     )
     parser.add_argument(
+        "--test-time-flip",
+        action="store_true",
+        help="score validation (threshold choice) and test with the mean P(Fake) of each image "
+        "and its mirror image, and have the model card ask evaluation and the app to do the same "
+        "(changes no training step, so a --resume may add it)",
+    )
+    parser.add_argument(
         "--grace-epochs",
         type=int,
         default=3,

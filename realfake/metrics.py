@@ -202,7 +202,23 @@ def plot_architecture(model, path: Path) -> Path | None:
     return path
 
 
-def predict_fake(model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """P(Fake) for a uint8 (or float) batch of raw RGB pixels."""
-    output = model.predict(np.asarray(images, dtype=np.float32), batch_size=batch_size, verbose=0)
-    return np.asarray(output[:, FAKE], dtype=np.float64)
+def predict_fake(
+    model, images: np.ndarray, batch_size: int = 32, test_time_flip: bool = False
+) -> np.ndarray:
+    """P(Fake) for a uint8 (or float) batch of raw RGB pixels.
+
+    With `test_time_flip`, the mean of the model's P(Fake) for each image and its horizontal
+    mirror image (see `mirror`), as the model card's `test_time_flip` asks.
+    """
+    pixels = np.asarray(images, dtype=np.float32)
+    output = model.predict(pixels, batch_size=batch_size, verbose=0)
+    probability = np.asarray(output[:, FAKE], dtype=np.float64)
+    if test_time_flip:
+        mirrored = model.predict(mirror(pixels), batch_size=batch_size, verbose=0)
+        probability = (probability + np.asarray(mirrored[:, FAKE], dtype=np.float64)) / 2
+    return probability
+
+
+def mirror(images: np.ndarray) -> np.ndarray:
+    """A batch of (n, height, width, channels) images flipped left to right."""
+    return np.ascontiguousarray(np.asarray(images)[:, :, ::-1])

@@ -7,6 +7,8 @@ Keys written by training (readers should tolerate missing optional ones):
     preprocessing     how raw pixels are mapped inside the model
     weights           "none", "imagenet" or the weights file used to initialise the base
     threshold         the model says Fake when probability_fake >= threshold (chosen on validation)
+    test_time_flip    true: probability_fake is the mean of the model's outputs for the image and
+                      its horizontal mirror image (absent or false: the image alone)
     training_data     {"train": {"Fake": n, "Real": n}, "validation": {...}, "test": {...}}
     test_metrics      {"loss", "accuracy", "precision", "recall", "auc", "f1"} on the test split
     training_seconds, images_per_second, epochs_run, created, tensorflow_version, keras_version
@@ -28,6 +30,11 @@ def save_card(model_path: Path, card: dict) -> Path:
     path = card_path(model_path)
     atomic_write_text(path, json.dumps(card, indent=2, sort_keys=True) + "\n")
     return path
+
+
+def uses_test_time_flip(card: dict | None) -> bool:
+    """Whether predictions under this card average each image with its mirror image."""
+    return bool((card or {}).get("test_time_flip", False))
 
 
 def load_card(model_path: Path) -> dict | None:

@@ -19,7 +19,7 @@ from realfake.config import CLASS_NAMES, POSITIVE_CLASS
 from realfake.errors import PipelineError
 from realfake.images import load_rgb
 from realfake.model import BASE_NAME
-from realfake.modelcard import load_card
+from realfake.modelcard import load_card, uses_test_time_flip
 
 # Pillow's readers tried on uploads; its JPEG reader also opens camera JPEGs (MPO).
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
@@ -143,15 +143,22 @@ class Predictor:
         if class_names != CLASS_NAMES:
             raise ModelUnavailable(f"the model's classes {list(class_names)} are not {CLASS_NAMES}")
         self.threshold = float(self.card.get("threshold", 0.5))
+        self.test_time_flip = uses_test_time_flip(self.card)
         self.smoothgrad_samples = smoothgrad_samples
         self._fake_index = CLASS_NAMES.index(POSITIVE_CLASS)
 
         side = self.image_size
         model = self.model
 
+        flip = self.test_time_flip
+
         @tf.function(input_signature=[tf.TensorSpec([None, side, side, 3], tf.uint8)])
         def probabilities(images):
-            return model(tf.cast(images, tf.float32), training=False)
+            pixels = tf.cast(images, tf.float32)
+            output = model(pixels, training=False)
+            if flip:  # as the card asks: the mean with the mirror image (metrics.predict_fake)
+                output = (output + model(tf.reverse(pixels, axis=[2]), training=False)) / 2
+            return output
 
         self._probabilities = probabilities
         self._front, self._base, self._head = _split_at_base(model)
@@ -207,6 +214,7 @@ class Predictor:
             "model_file": self.model_path.name,
             "image_size": self.image_size,
             "threshold": self.threshold,
+            "test_time_flip": self.test_time_flip,
             "training_data": {split: training_data[split] for split in ordered_splits},
             "test_metrics": shown_metrics,
             "test_images": metrics.get("images"),

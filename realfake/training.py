@@ -536,13 +536,14 @@ def train(args) -> dict:
     training_seconds = checkpoint.seconds
 
     validation = splits["validation"]
-    validation_probability = predict_fake(model, validation.images, args.batch_size)
+    flip = args.test_time_flip
+    validation_probability = predict_fake(model, validation.images, args.batch_size, flip)
     threshold = choose_threshold(validation.labels, validation_probability)
     validation_metrics = classification_metrics(
         validation.labels, validation_probability, threshold
     )
     test = splits["test"]
-    test_probability = predict_fake(model, test.images, args.batch_size)
+    test_probability = predict_fake(model, test.images, args.batch_size, flip)
     test_metrics = classification_metrics(test.labels, test_probability, threshold)
     print(f"validation: {format_metrics(validation_metrics)}", file=sys.stderr)
     print(f"test: {format_metrics(test_metrics)}", file=sys.stderr)
@@ -563,6 +564,7 @@ def train(args) -> dict:
         "weights": args.weights,
         "threshold": threshold,
         "threshold_rule": "maximises balanced accuracy on the validation split",
+        "test_time_flip": flip,
         "training_data": counts,
         "test_metrics": test_metrics,
         "validation_metrics": validation_metrics,

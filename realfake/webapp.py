@@ -290,6 +290,7 @@ def health():
             "model": str(holder.model_path),
             "image_size": predictor.image_size,
             "threshold": predictor.threshold,
+            "test_time_flip": predictor.test_time_flip,
             "heatmap_method": predictor.heatmap_method,
         }
     )

@@ -634,3 +634,38 @@ def test_gunicorn_serves_the_factory(app, saved_model, tmp_path):
         server.wait(timeout=30)
     assert answer is not None, "gunicorn did not answer within 120 s"
     assert answer["probability_fake"] == pytest.approx(model_probability(app, data), abs=1e-6)
+
+
+def test_a_card_with_test_time_flip_averages_each_upload_with_its_mirror_image(
+    tmp_path, saved_model
+):
+    from realfake.metrics import mirror, predict_fake
+
+    model_path = tmp_path / "flip.h5"
+    shutil.copy(saved_model, model_path)
+    card = json.loads(saved_model.with_suffix(".json").read_text())
+    save_card(model_path, {**card, "test_time_flip": True})
+    flip_app = create_app({"MODEL_PATH": str(model_path)})
+    client = flip_app.test_client()
+    predictor = flip_app.extensions[EXTENSION].get()
+    images = np.stack([random_pixels(seed) for seed in (61, 62, 63)])
+
+    served = [p.probability_fake for p in predictor.predict_arrays(images)]
+    plain = predict_fake(predictor.model, images, batch_size=8)
+    averaged = predict_fake(predictor.model, images, batch_size=8, test_time_flip=True)
+    assert served == pytest.approx(list(averaged), abs=1e-6)
+    assert not np.allclose(averaged, plain, rtol=0, atol=1e-6)
+    mirrored = [p.probability_fake for p in predictor.predict_arrays(mirror(images))]
+    assert mirrored == pytest.approx(served, abs=1e-6)
+
+    data = encode(images[0], "PNG")
+    (answer,) = post_files(client, [(data, "a.png")]).get_json()["predictions"]
+    assert answer["probability_fake"] == pytest.approx(served[0], abs=1e-6)
+    assert client.get("/health").get_json()["test_time_flip"] is True
+    html = client.get("/").get_data(as_text=True)
+    assert "mean of the model's answers for the image and its mirror image" in html
+
+
+def test_without_test_time_flip_the_page_does_not_claim_it(client):
+    assert client.get("/health").get_json()["test_time_flip"] is False
+    assert "mirror image" not in client.get("/").get_data(as_text=True)

@@ -119,3 +119,66 @@ def test_evaluate_errors_are_one_line(saved_model, image_tree, tmp_path, capsys)
         evaluate_model.main(["--batch-size", "0"])
     assert caught.value.code == 2
     assert "--batch-size must be at least 1" in capsys.readouterr().err
+
+
+def left_column_model():
+    """A model whose P(Fake) depends only on the image's leftmost column, so that an image and its
+    mirror image get different answers that can be worked out by hand."""
+    import keras
+
+    inputs = keras.Input((4, 4, 1))
+    column = keras.layers.Cropping2D(((0, 0), (0, 3)))(inputs)
+    mean = keras.layers.GlobalAveragePooling2D()(column)
+    outputs = keras.layers.Dense(2, activation="softmax")(mean)
+    model = keras.Model(inputs, outputs)
+    model.layers[-1].set_weights([np.array([[1.0, -1.0]], np.float32), np.zeros(2, np.float32)])
+    return model
+
+
+def test_test_time_flip_averages_each_image_with_its_mirror_image():
+    from realfake.metrics import mirror, predict_fake
+
+    images = np.arange(3 * 16, dtype=np.float32).reshape(3, 4, 4, 1) / 48.0
+    model = left_column_model()
+
+    def by_hand(column_mean):  # softmax of (m, -m), Fake first
+        return 1.0 / (1.0 + np.exp(-2.0 * column_mean))
+
+    left, right = images[:, :, 0, 0].mean(axis=1), images[:, :, -1, 0].mean(axis=1)
+    plain = predict_fake(model, images, batch_size=2)
+    averaged = predict_fake(model, images, batch_size=2, test_time_flip=True)
+    np.testing.assert_allclose(plain, by_hand(left), rtol=1e-6)
+    np.testing.assert_allclose(averaged, (by_hand(left) + by_hand(right)) / 2, rtol=1e-6)
+    assert np.all(np.abs(averaged - plain) > 1e-3)
+    np.testing.assert_array_equal(mirror(images)[:, :, ::-1], images)
+    # Averaged, an image and its mirror image get the same answer.
+    np.testing.assert_allclose(
+        predict_fake(model, mirror(images), test_time_flip=True), averaged, rtol=1e-6
+    )
+
+
+def test_evaluate_follows_the_cards_test_time_flip(saved_model, image_tree, tmp_path, capsys):
+    import keras
+
+    from realfake.data import load_split
+    from realfake.metrics import predict_fake
+
+    data = image_tree(COUNTS, name="test")
+    split = load_split(data, 32, quiet=True)
+    model = keras.models.load_model(saved_model, compile=False)
+    results = {}
+    for flip in (False, True):
+        model_path = tmp_path / f"flip-{flip}.h5"
+        shutil.copy(saved_model, model_path)
+        save_card(model_path, {**load_card(saved_model), "test_time_flip": flip})
+        argv = ["--model", str(model_path), "--data", str(data), "--output", str(tmp_path / "e")]
+        assert evaluate_model.main(argv) == 0
+        out = capsys.readouterr().out
+        assert ("with their mirror images" in out) == flip
+        results[flip] = last_json_line(out)
+        assert results[flip]["test_time_flip"] is flip
+        expected = classification_metrics(
+            split.labels, predict_fake(model, split.images, 64, test_time_flip=flip), 0.5
+        )
+        assert results[flip]["loss"] == pytest.approx(expected["loss"], rel=1e-6)
+    assert results[True]["loss"] != pytest.approx(results[False]["loss"], rel=1e-6)

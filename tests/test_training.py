@@ -495,3 +495,51 @@ def test_clearing_a_checkpoint_leaves_no_empty_parent_but_keeps_a_used_one(tmp_p
     assert not checkpoint.exists()
     assert (tmp_path / "runs" / "other.txt").read_text() == "kept"
 
+
+def test_a_finished_checkpoint_is_rescored_with_test_time_flip_without_training(
+    tmp_path, monkeypatch
+):
+    """--resume of a run whose epochs all finished trains nothing, and --test-time-flip may be
+    added then: the threshold and metrics come from averaged predictions of the same weights."""
+    import keras
+
+    import model_training
+    import realfake.model
+    import realfake.training as training
+    from realfake.data import load_split
+    from realfake.metrics import choose_threshold, classification_metrics, predict_fake
+
+    monkeypatch.setattr(realfake.model, "build_model", tiny_model)
+    monkeypatch.setattr(training, "clear_checkpoint", lambda directory: None)  # keep it
+    data = split_tree(tmp_path / "data", {"train": 8, "validation": 6, "test": 6})
+    out = tmp_path / "out"
+    argv = [*training_args(data, out), "--epochs", "2"]
+    assert model_training.main(argv) == 0
+    log = (out / "metrics" / "training_log.csv").read_text()
+    weights = keras.models.load_model(out / "model.h5", compile=False).get_weights()
+    first_card = json.loads((out / "model.json").read_text())
+    assert first_card["test_time_flip"] is False
+
+    assert model_training.main([*argv, "--resume", "--test-time-flip"]) == 0
+    assert (out / "metrics" / "training_log.csv").read_text() == log  # no epoch trained again
+    model = keras.models.load_model(out / "model.h5", compile=False)
+    for saved, restored in zip(weights, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(saved, restored)
+    card = json.loads((out / "model.json").read_text())
+    assert card["test_time_flip"] is True
+    assert card["epochs_run"] == first_card["epochs_run"] == 2
+    assert card["training_seconds"] == first_card["training_seconds"]
+
+    validation, test = (load_split(data / name, 32, quiet=True) for name in ("validation", "test"))
+    threshold = choose_threshold(
+        validation.labels, predict_fake(model, validation.images, 8, test_time_flip=True)
+    )
+    assert card["threshold"] == pytest.approx(threshold)
+    expected = classification_metrics(
+        test.labels, predict_fake(model, test.images, 8, test_time_flip=True), threshold
+    )
+    for key in ("loss", "accuracy", "auc", "f1"):
+        assert card["test_metrics"][key] == pytest.approx(expected[key], rel=1e-5, abs=1e-6)
+    assert card["test_metrics"]["loss"] != pytest.approx(
+        first_card["test_metrics"]["loss"], rel=1e-6
+    )
