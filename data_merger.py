@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"warning: {result.cross_split_files:,} files in {result.cross_split_groups:,} groups "
             "of identical content sit in different splits (train/test leakage); "
-            f"listed in {args.dest / MERGE_REPORT_NAME}",
+            f"listed in {args.dest / MERGE_REPORT_NAME}; `data_deleter.py --duplicates "
+            f"{args.dest}` keeps one copy of each, test's where there is one",
             file=sys.stderr,
         )
     return 0

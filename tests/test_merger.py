@@ -93,6 +93,7 @@ def test_identical_files_in_different_splits_are_reported(interim, tmp_path, cap
     assert run([interim / "cifake", interim / "fake_or_real"], tmp_path / "data") == 0
     captured = capsys.readouterr()
     assert "3 files in 1 groups of identical content sit in different splits" in captured.err
+    assert f"data_deleter.py --duplicates {tmp_path / 'data'}` keeps one copy" in captured.err
     report = json.loads((tmp_path / "data" / splitting.MERGE_REPORT_NAME).read_text())
     assert report["identical_files_in_different_splits"] == [
         [
