@@ -40,6 +40,7 @@ RECIPES = {
     "defaults": [],
     "warmup-zero-init": FAST_START,
     "warmup-zero-init-augment": [*FAST_START, "--augment"],
+    "warmup-zero-init-flip": [*FAST_START, "--augment", "flip"],
 }
 
 
