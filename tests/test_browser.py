@@ -80,9 +80,12 @@ def noise(path: Path) -> Path:
 
 
 def expected_probability(flask_app, path: Path) -> float:
+    """P(Fake) from the Keras model itself, averaged with the mirror image where the card asks."""
+    from realfake.metrics import predict_fake
+
     predictor = flask_app.extensions[EXTENSION].get()
-    pixels = load_rgb(path, predictor.image_size)[None].astype(np.float32)
-    return float(predictor.model(pixels, training=False).numpy()[0, 0])
+    pixels = load_rgb(path, predictor.image_size)[None]
+    return float(predict_fake(predictor.model, pixels, 1, predictor.test_time_flip)[0])
 
 
 def offsite_requests(page, base_url: str) -> list[str]:
