@@ -2,8 +2,8 @@
 
 Reads the model (.h5) and its model card beside it (image size, decision threshold and whether each
 image is averaged with its mirror image; without a card the model's input size, threshold 0.5 and
-the image alone are used), decodes every image the same way training
-and the app do, and writes to the output folder:
+the image alone are used), decodes every image the same way training and the app do, and writes to
+the output folder:
     metrics.json           loss, accuracy, precision, recall, AUC, F1 (Fake positive)
     confusion_matrix.png   true against predicted class at the card's threshold
     roc_curve.png          ROC curve of P(Fake)

@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="?",
         const="flip-shift",
         default=None,
-        choices=("flip", "flip-shift"),
+        choices=config.AUGMENTATIONS,
         help="random transforms of training batches: flip (horizontal mirror images, pixel "
         "values kept) or flip-shift (also shifts of up to 10%%, resampled); alone: flip-shift",
     )

@@ -30,6 +30,9 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", 
 SEED = 42
 IMAGE_SIZE = 32
 
+# The training-batch augmentations of realfake.data.augmentation_layers and --augment.
+AUGMENTATIONS = ("flip", "flip-shift")
+
 MODELS_DIR = Path("models")
 MODEL_PATH = MODELS_DIR / "ai_real_image_classifier_resnet101.h5"
 METRICS_DIR = Path("metrics_graphs")

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from realfake.cli import progress
-from realfake.config import CLASS_NAMES, SEED, SPLITS
+from realfake.config import AUGMENTATIONS, CLASS_NAMES, SEED, SPLITS
 from realfake.errors import PipelineError
 from realfake.images import list_images, load_rgb
 from realfake.layout import class_folders
@@ -113,9 +113,6 @@ def class_weights(labels: np.ndarray) -> dict[int, float] | None:
 def one_hot(labels: np.ndarray) -> np.ndarray:
     """Labels as float32 one-hot rows (the model's two softmax outputs)."""
     return np.eye(len(CLASS_NAMES), dtype=np.float32)[labels]
-
-
-AUGMENTATIONS = ("flip", "flip-shift")
 
 
 def augmentation_layers(mode: str = "flip-shift", seed: int = SEED):
