@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from realfake.images import load_rgb
-from realfake.modelcard import save_card
+from realfake.modelcard import load_card, save_card
 from realfake.serving import GRAD_CAM_MIN_SIDE, Predictor
 from realfake.webapp import EXTENSION, create_app
 
@@ -643,8 +643,7 @@ def test_a_card_with_test_time_flip_averages_each_upload_with_its_mirror_image(
 
     model_path = tmp_path / "flip.h5"
     shutil.copy(saved_model, model_path)
-    card = json.loads(saved_model.with_suffix(".json").read_text())
-    save_card(model_path, {**card, "test_time_flip": True})
+    save_card(model_path, {**load_card(saved_model), "test_time_flip": True})
     flip_app = create_app({"MODEL_PATH": str(model_path)})
     client = flip_app.test_client()
     predictor = flip_app.extensions[EXTENSION].get()
