@@ -21,7 +21,6 @@ from pathlib import Path
 import realfake  # noqa: F401  (sets TensorFlow's environment before it is imported)
 from realfake import config
 from realfake.cli import add_quiet_argument, report_errors, require_at_least_one
-from realfake.errors import PipelineError
 from realfake.fileops import atomic_write_text
 
 
@@ -56,18 +55,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_model(path: Path):
-    """Load a saved model with plain Keras, as any user would."""
-    import keras
-
-    if not path.is_file():
-        raise PipelineError(f"model not found: {path}")
-    try:
-        return keras.models.load_model(path, compile=False)
-    except Exception as error:  # h5py and Keras raise many types for unreadable files
-        raise PipelineError(f"cannot load model {path}: {error}") from None
-
-
 @report_errors
 def main(argv=None) -> int:
     parser = build_parser()
@@ -77,23 +64,20 @@ def main(argv=None) -> int:
         parser.error("--threshold must be between 0 and 1")
 
     from realfake.data import load_split
+    from realfake.inference import load_classifier
     from realfake.metrics import (
         classification_metrics,
         format_metrics,
         plot_confusion_matrix,
         plot_roc,
-        predict_fake,
     )
-    from realfake.modelcard import load_card, uses_test_time_flip
 
-    model = load_model(args.model)
-    card = load_card(args.model) or {}
-    image_size = int(card.get("image_size") or model.input_shape[1])
-    threshold = args.threshold if args.threshold is not None else card.get("threshold", 0.5)
-    split = load_split(args.data, image_size, quiet=args.quiet, description="decode")
-    flip = uses_test_time_flip(card)
-    probability_fake = predict_fake(model, split.images, args.batch_size, flip)
+    classifier = load_classifier(args.model, threshold=args.threshold)
+    threshold = classifier.threshold
+    split = load_split(args.data, classifier.image_size, quiet=args.quiet, description="decode")
+    probability_fake = classifier.probability_fake(split.images, args.batch_size)
     metrics = classification_metrics(split.labels, probability_fake, threshold)
+    flip = classifier.test_time_flip
     metrics.update(
         model=str(args.model), data=str(args.data), counts=split.counts(), test_time_flip=flip
     )

@@ -15,8 +15,8 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve  # noqa: E402
 
 from realfake.config import CLASS_NAMES, POSITIVE_CLASS  # noqa: E402
+from realfake.inference import FAKE_INDEX  # noqa: E402
 
-FAKE = CLASS_NAMES.index(POSITIVE_CLASS)
 CURVE_METRICS = ("loss", "accuracy", "precision", "recall", "auc", "f1")
 CURVE_TITLES = {
     "loss": "Loss (binary cross-entropy + L2)",
@@ -35,7 +35,7 @@ def predicted_fake(probability_fake: np.ndarray, threshold: float) -> np.ndarray
 
 def balanced_accuracy(labels: np.ndarray, probability_fake: np.ndarray, threshold: float) -> float:
     """Mean of the per-class accuracies at this threshold."""
-    is_fake = np.asarray(labels) == FAKE
+    is_fake = np.asarray(labels) == FAKE_INDEX
     says_fake = predicted_fake(probability_fake, threshold)
     rates = [np.mean(says_fake[is_fake]), np.mean(~says_fake[~is_fake])]
     return float(np.mean([rate for rate in rates if not math.isnan(rate)]))
@@ -59,6 +59,36 @@ def choose_threshold(labels: np.ndarray, probability_fake: np.ndarray) -> float:
     return best
 
 
+def uncertain_band(
+    labels: np.ndarray,
+    probability_fake: np.ndarray,
+    threshold: float,
+    error_rate: float = 0.1,
+    min_images: int = 10,
+) -> dict:
+    """The band of P(Fake) around the threshold inside which answers are often wrong.
+
+    Its half-width is the largest distance d from the threshold such that, of the validation
+    images with P(Fake) at most d from it (at least `min_images` of them), at least `error_rate`
+    are misclassified. A model that makes no such mistakes gets an empty band at the threshold.
+    """
+    probability = np.asarray(probability_fake, dtype=np.float64)
+    distance = np.abs(probability - threshold)
+    order = np.argsort(distance, kind="stable")
+    wrong = (predicted_fake(probability, threshold) != (np.asarray(labels) == FAKE_INDEX))[order]
+    seen = np.arange(1, len(order) + 1)
+    qualifying = np.nonzero((np.cumsum(wrong) >= error_rate * seen) & (seen >= min_images))[0]
+    half_width = float(distance[order][qualifying[-1]]) if qualifying.size else 0.0
+    return {
+        "low": max(0.0, threshold - half_width),
+        "high": min(1.0, threshold + half_width),
+        "rule": (
+            f"P(Fake) within {half_width:.3f} of the threshold: of the validation images that "
+            f"close to it, at least {error_rate:.0%} were misclassified"
+        ),
+    }
+
+
 def classification_metrics(
     labels: np.ndarray, probability_fake: np.ndarray, threshold: float = 0.5
 ) -> dict:
@@ -69,7 +99,7 @@ def classification_metrics(
     """
     labels = np.asarray(labels)
     probability = np.clip(np.asarray(probability_fake, dtype=np.float64), 1e-7, 1 - 1e-7)
-    is_fake = labels == FAKE
+    is_fake = labels == FAKE_INDEX
     says_fake = predicted_fake(probability_fake, threshold)
     true_positive = int(np.sum(says_fake & is_fake))
     false_positive = int(np.sum(says_fake & ~is_fake))
@@ -145,7 +175,7 @@ def plot_confusion_matrix(
     labels: np.ndarray, probability_fake: np.ndarray, threshold: float, path: Path
 ) -> Path:
     """Counts of true class (rows) against predicted class (columns)."""
-    predicted = np.where(predicted_fake(probability_fake, threshold), FAKE, 1 - FAKE)
+    predicted = np.where(predicted_fake(probability_fake, threshold), FAKE_INDEX, 1 - FAKE_INDEX)
     matrix = confusion_matrix(labels, predicted, labels=list(range(len(CLASS_NAMES))))
     figure, axes = plt.subplots(figsize=(4.5, 4))
     axes.imshow(matrix, cmap="Blues")
@@ -167,7 +197,7 @@ def plot_confusion_matrix(
 
 def plot_roc(labels: np.ndarray, probability_fake: np.ndarray, path: Path) -> Path:
     """ROC curve of P(Fake) with Fake as the positive class."""
-    is_fake = np.asarray(labels) == FAKE
+    is_fake = np.asarray(labels) == FAKE_INDEX
     figure, axes = plt.subplots(figsize=(4.5, 4))
     if 0 < is_fake.sum() < len(is_fake):
         false_rate, true_rate, _ = roc_curve(is_fake, probability_fake)
@@ -200,25 +230,3 @@ def plot_architecture(model, path: Path) -> Path | None:
         )
         return None
     return path
-
-
-def predict_fake(
-    model, images: np.ndarray, batch_size: int = 32, test_time_flip: bool = False
-) -> np.ndarray:
-    """P(Fake) for a uint8 (or float) batch of raw RGB pixels.
-
-    With `test_time_flip`, the mean of the model's P(Fake) for each image and its horizontal
-    mirror image (see `mirror`), as the model card's `test_time_flip` asks.
-    """
-    pixels = np.asarray(images, dtype=np.float32)
-    output = model.predict(pixels, batch_size=batch_size, verbose=0)
-    probability = np.asarray(output[:, FAKE], dtype=np.float64)
-    if test_time_flip:
-        mirrored = model.predict(mirror(pixels), batch_size=batch_size, verbose=0)
-        probability = (probability + np.asarray(mirrored[:, FAKE], dtype=np.float64)) / 2
-    return probability
-
-
-def mirror(images: np.ndarray) -> np.ndarray:
-    """A batch of (n, height, width, channels) images flipped left to right."""
-    return np.ascontiguousarray(np.asarray(images)[:, :, ::-1])

@@ -15,11 +15,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from realfake.config import CLASS_NAMES, POSITIVE_CLASS
 from realfake.errors import PipelineError
 from realfake.images import load_rgb
+from realfake.inference import FAKE_INDEX, Prediction, load_classifier
 from realfake.model import BASE_NAME
-from realfake.modelcard import load_card, uses_test_time_flip
 
 # Pillow's readers tried on uploads; its JPEG reader also opens camera JPEGs (MPO).
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
@@ -27,7 +26,6 @@ ALLOWED_DESCRIPTION = "JPEG, PNG, WebP, BMP, GIF or TIFF"
 DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
 # Grad-CAM on a coarser map than this paints a few blocks that say nothing about where to look.
 GRAD_CAM_MIN_SIDE = 7
-TRAIN_COMMAND = "python model_training.py"
 # The model card's test metrics as the page shows them: (key, label, format).
 METRIC_FORMATS = (
     ("accuracy", "accuracy", "{:.1%}"),
@@ -46,10 +44,6 @@ class UploadError(PipelineError):
     def __init__(self, message: str, status: int = 400):
         super().__init__(message)
         self.status = status
-
-
-class ModelUnavailable(PipelineError):
-    """No usable model file: the app answers 503 until one exists."""
 
 
 def decode_upload(
@@ -103,20 +97,6 @@ def _too_many_pixels_message(size: tuple[int, int] | None, max_pixels: int) -> s
 
 
 @dataclass(frozen=True)
-class Prediction:
-    """One image's result, in the model's class order."""
-
-    probability_fake: float
-    probability_real: float
-    threshold: float
-
-    @property
-    def label(self) -> str:
-        """'Fake' when probability_fake reaches the threshold, else 'Real'."""
-        return POSITIVE_CLASS if self.probability_fake >= self.threshold else "Real"
-
-
-@dataclass(frozen=True)
 class Heatmap:
     """Where the decision came from: a map in [0, 1] of the model's input size and its method."""
 
@@ -130,37 +110,15 @@ class Predictor:
     def __init__(self, model_path: Path, smoothgrad_samples: int = 16):
         import tensorflow as tf
 
-        self.model_path = Path(model_path)
-        self.model = _load_model(self.model_path)
-        self.card = load_card(self.model_path) or {}
-        self.image_size = int(self.model.input_shape[1])
-        card_size = self.card.get("image_size")
-        if card_size is not None and int(card_size) != self.image_size:
-            raise ModelUnavailable(
-                f"the model card says image size {card_size} but the model takes {self.image_size}"
-            )
-        class_names = tuple(self.card.get("class_names", CLASS_NAMES))
-        if class_names != CLASS_NAMES:
-            raise ModelUnavailable(f"the model's classes {list(class_names)} are not {CLASS_NAMES}")
-        self.threshold = float(self.card.get("threshold", 0.5))
-        self.test_time_flip = uses_test_time_flip(self.card)
+        self.classifier = load_classifier(model_path)
+        self.model_path = self.classifier.path
+        self.model = model = self.classifier.model
+        self.card = self.classifier.card
+        self.image_size = side = self.classifier.image_size
+        self.threshold = self.classifier.threshold
+        self.test_time_flip = self.classifier.test_time_flip
         self.smoothgrad_samples = smoothgrad_samples
-        self._fake_index = CLASS_NAMES.index(POSITIVE_CLASS)
 
-        side = self.image_size
-        model = self.model
-
-        flip = self.test_time_flip
-
-        @tf.function(input_signature=[tf.TensorSpec([None, side, side, 3], tf.uint8)])
-        def probabilities(images):
-            pixels = tf.cast(images, tf.float32)
-            output = model(pixels, training=False)
-            if flip:  # as the card asks: the mean with the mirror image (metrics.predict_fake)
-                output = (output + model(tf.reverse(pixels, axis=[2]), training=False)) / 2
-            return output
-
-        self._probabilities = probabilities
         self._front, self._base, self._head = _split_at_base(model)
         self.feature_side = self._feature_side()
         self.heatmap_method = (
@@ -178,13 +136,8 @@ class Predictor:
         self._rng = np.random.default_rng(0)
 
     def predict_arrays(self, images: np.ndarray) -> list[Prediction]:
-        """Predictions for a batch of uint8 images of shape (n, side, side, 3)."""
-        output = self._probabilities(images).numpy().astype(np.float64)
-        real_index = 1 - self._fake_index
-        return [
-            Prediction(float(row[self._fake_index]), float(row[real_index]), self.threshold)
-            for row in output
-        ]
+        """Predictions for a batch of uint8 images of shape (n, side, side, 3), in one batch."""
+        return self.classifier.predictions(images, batch_size=max(1, len(images)))
 
     def heatmap(self, image: np.ndarray) -> Heatmap:
         """A map of which input regions drove the verdict for one uint8 image."""
@@ -233,7 +186,7 @@ class Predictor:
         """Log-odds of the predicted class: unlike the probability it does not saturate."""
         import tensorflow as tf
 
-        fake = probabilities[:, self._fake_index]
+        fake = probabilities[:, FAKE_INDEX]
         log_odds = tf.math.log(tf.maximum(fake, 1e-7)) - tf.math.log(tf.maximum(1 - fake, 1e-7))
         sign = tf.where(tf.stop_gradient(fake) >= self.threshold, 1.0, -1.0)
         return sign * log_odds
@@ -259,21 +212,6 @@ class Predictor:
         cam = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1, keepdims=True))
         side = self.image_size
         return tf.image.resize(cam, (side, side), method="bilinear")[..., 0]
-
-
-def _load_model(model_path: Path):
-    """Load a saved classifier for inference, or raise ModelUnavailable saying what to do."""
-    import keras
-
-    if not model_path.is_file():
-        raise ModelUnavailable(f"no model at {model_path} yet: train one with `{TRAIN_COMMAND}`")
-    try:
-        return keras.models.load_model(model_path, compile=False)
-    except Exception as error:  # h5py and Keras raise many types for a broken file
-        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ModelUnavailable(
-            f"the model at {model_path} cannot be loaded: {first_line}"
-        ) from None
 
 
 def _split_at_base(model):

@@ -15,11 +15,10 @@ import numpy as np
 import tensorflow as tf
 
 from realfake import speed
-from realfake.config import CLASS_NAMES
+from realfake.config import CLASS_NAMES, POSITIVE_CLASS
 from realfake.errors import PipelineError
 from realfake.fileops import atomic_write_text
-
-POSITIVE_INDEX = 0  # Fake: precision, recall and F1 are reported for it
+from realfake.inference import FAKE_INDEX, probability_fake, save_classifier
 
 
 def select_strategy(name: str) -> tf.distribute.Strategy:
@@ -43,8 +42,8 @@ def training_metrics() -> list[keras.metrics.Metric]:
     """
     return [
         keras.metrics.CategoricalAccuracy(name="accuracy"),
-        keras.metrics.Precision(class_id=POSITIVE_INDEX, name="precision"),
-        keras.metrics.Recall(class_id=POSITIVE_INDEX, name="recall"),
+        keras.metrics.Precision(class_id=FAKE_INDEX, name="precision"),
+        keras.metrics.Recall(class_id=FAKE_INDEX, name="recall"),
         keras.metrics.AUC(name="auc", multi_label=True, num_labels=len(CLASS_NAMES)),
         keras.metrics.F1Score(average=None, threshold=0.5, name="f1"),
     ]
@@ -137,7 +136,7 @@ class FakeClassLogs(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         for key in ("f1", "val_f1"):
             if logs is not None and key in logs and np.ndim(logs[key]) > 0:
-                logs[key] = float(np.asarray(logs[key])[POSITIVE_INDEX])
+                logs[key] = float(np.asarray(logs[key])[FAKE_INDEX])
 
 
 def batch_norm_layers(model: keras.Model) -> list[keras.layers.BatchNormalization]:
@@ -409,11 +408,10 @@ def train(args) -> dict:
         plot_confusion_matrix,
         plot_history,
         plot_roc,
-        predict_fake,
         read_log,
+        uncertain_band,
     )
     from realfake.model import build_model, preprocessing_description
-    from realfake.modelcard import save_card
 
     checkpoint_dir = Path(args.checkpoint_dir)
     metrics_dir = Path(args.metrics_dir)
@@ -470,7 +468,7 @@ def train(args) -> dict:
             warmup_steps=round(args.warmup_fraction * total_steps),
         )
 
-    stopper = StopTrainingOnValidationLoss(args.grace_epochs, save_path=Path(args.model_path))
+    stopper = StopTrainingOnValidationLoss(args.grace_epochs)
     early_stopping = ResumableEarlyStopping(args.patience)
     initial_epoch = 0
     if state is not None:
@@ -537,13 +535,13 @@ def train(args) -> dict:
 
     validation = splits["validation"]
     flip = args.test_time_flip
-    validation_probability = predict_fake(model, validation.images, args.batch_size, flip)
+    validation_probability = probability_fake(model, validation.images, flip, args.batch_size)
     threshold = choose_threshold(validation.labels, validation_probability)
     validation_metrics = classification_metrics(
         validation.labels, validation_probability, threshold
     )
     test = splits["test"]
-    test_probability = predict_fake(model, test.images, args.batch_size, flip)
+    test_probability = probability_fake(model, test.images, flip, args.batch_size)
     test_metrics = classification_metrics(test.labels, test_probability, threshold)
     print(f"validation: {format_metrics(validation_metrics)}", file=sys.stderr)
     print(f"test: {format_metrics(test_metrics)}", file=sys.stderr)
@@ -558,12 +556,13 @@ def train(args) -> dict:
 
     card = {
         "class_names": list(CLASS_NAMES),
-        "positive_class": "Fake",
+        "positive_class": POSITIVE_CLASS,
         "image_size": args.image_size,
         "preprocessing": preprocessing_description(args.weights),
         "weights": args.weights,
         "threshold": threshold,
         "threshold_rule": "maximises balanced accuracy on the validation split",
+        "uncertain_band": uncertain_band(validation.labels, validation_probability, threshold),
         "test_time_flip": flip,
         "training_data": counts,
         "test_metrics": test_metrics,
@@ -580,7 +579,7 @@ def train(args) -> dict:
         "tensorflow_version": tf.__version__,
         "keras_version": keras.__version__,
     }
-    save_card(Path(args.model_path), card)
+    save_classifier(model, card, Path(args.model_path))
     clear_checkpoint(checkpoint_dir)
     card["train_images"] = len(train_split)
     return card

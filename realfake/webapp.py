@@ -16,10 +16,10 @@ from werkzeug.exceptions import HTTPException
 
 from realfake.config import MODEL_PATH
 from realfake.errors import PipelineError
+from realfake.inference import ModelUnavailable
 from realfake.serving import (
     ALLOWED_DESCRIPTION,
     DEFAULT_MAX_IMAGE_PIXELS,
-    ModelUnavailable,
     Predictor,
     UploadError,
     decode_upload,

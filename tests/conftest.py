@@ -31,6 +31,12 @@ def make_tree(root: Path, counts: dict[str, int], extension: str = ".jpg", seed:
     return root
 
 
+def mirror(images: np.ndarray) -> np.ndarray:
+    """A batch of (n, height, width, channels) images flipped left to right, made independently
+    of the project's own flip (which happens inside the compiled forward pass)."""
+    return np.ascontiguousarray(np.asarray(images)[:, :, ::-1])
+
+
 def count_files(folder: Path, pattern: str) -> int:
     """Files under `folder` matching `pattern`, 0 once a running stage has renamed it away."""
     try:

@@ -11,6 +11,7 @@ import zlib
 
 import numpy as np
 import pytest
+from conftest import mirror
 from PIL import Image
 
 from realfake.images import load_rgb
@@ -543,9 +544,9 @@ def test_app_module_exposes_the_factory_for_flask_and_gunicorn():
 
 
 def test_app_probabilities_equal_evaluate_model_pipeline(app, client, tmp_path):
-    """evaluate_model.py decodes with load_split and predicts with predict_fake: same numbers."""
+    """evaluate_model.py decodes with load_split and predicts with probability_fake: same."""
     from realfake.data import load_split
-    from realfake.metrics import predict_fake
+    from realfake.inference import probability_fake
 
     kinds = ["jpeg", "png", "webp", "cmyk", "16-bit", "rgba", "large"]
     for index, kind in enumerate(kinds):
@@ -555,7 +556,7 @@ def test_app_probabilities_equal_evaluate_model_pipeline(app, client, tmp_path):
         (folder / f"{kind}{extension.get(kind, '.png')}").write_bytes(UPLOADS[kind]())
     predictor = app.extensions[EXTENSION].get()
     split = load_split(tmp_path, predictor.image_size, quiet=True)
-    evaluated = predict_fake(predictor.model, split.images, batch_size=64)
+    evaluated = probability_fake(predictor.model, split.images, batch_size=64)
     served = [
         post_files(client, [(path.read_bytes(), path.name)]).get_json()["predictions"][0][
             "probability_fake"
@@ -639,7 +640,7 @@ def test_gunicorn_serves_the_factory(app, saved_model, tmp_path):
 def test_a_card_with_test_time_flip_averages_each_upload_with_its_mirror_image(
     tmp_path, saved_model
 ):
-    from realfake.metrics import mirror, predict_fake
+    from realfake.inference import probability_fake
 
     model_path = tmp_path / "flip.h5"
     shutil.copy(saved_model, model_path)
@@ -650,8 +651,8 @@ def test_a_card_with_test_time_flip_averages_each_upload_with_its_mirror_image(
     images = np.stack([random_pixels(seed) for seed in (61, 62, 63)])
 
     served = [p.probability_fake for p in predictor.predict_arrays(images)]
-    plain = predict_fake(predictor.model, images, batch_size=8)
-    averaged = predict_fake(predictor.model, images, batch_size=8, test_time_flip=True)
+    plain = probability_fake(predictor.model, images, batch_size=8)
+    averaged = probability_fake(predictor.model, images, batch_size=8, test_time_flip=True)
     assert served == pytest.approx(list(averaged), abs=1e-6)
     assert not np.allclose(averaged, plain, rtol=0, atol=1e-6)
     mirrored = [p.probability_fake for p in predictor.predict_arrays(mirror(images))]

@@ -81,11 +81,13 @@ def noise(path: Path) -> Path:
 
 def expected_probability(flask_app, path: Path) -> float:
     """P(Fake) from the Keras model itself, averaged with the mirror image where the card asks."""
-    from realfake.metrics import predict_fake
+    from realfake.inference import probability_fake
 
     predictor = flask_app.extensions[EXTENSION].get()
     pixels = load_rgb(path, predictor.image_size)[None]
-    return float(predict_fake(predictor.model, pixels, 1, predictor.test_time_flip)[0])
+    return float(
+        probability_fake(predictor.model, pixels, predictor.test_time_flip, batch_size=1)[0]
+    )
 
 
 def offsite_requests(page, base_url: str) -> list[str]:

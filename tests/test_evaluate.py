@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import mirror
 from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 
 import evaluate_model
@@ -113,7 +114,9 @@ def test_evaluate_errors_are_one_line(saved_model, image_tree, tmp_path, capsys)
     assert err.startswith("error:") and "no Real folder" in err and err.count("\n") == 1
 
     assert evaluate_model.main(["--model", str(tmp_path / "none.h5"), "--data", str(data)]) == 1
-    assert capsys.readouterr().err == f"error: model not found: {tmp_path / 'none.h5'}\n"
+    assert capsys.readouterr().err == (
+        f"error: no model at {tmp_path / 'none.h5'} yet: train one with `python model_training.py`\n"
+    )
 
     with pytest.raises(SystemExit) as caught:
         evaluate_model.main(["--batch-size", "0"])
@@ -136,7 +139,7 @@ def left_column_model():
 
 
 def test_test_time_flip_averages_each_image_with_its_mirror_image():
-    from realfake.metrics import mirror, predict_fake
+    from realfake.inference import probability_fake
 
     images = np.arange(3 * 16, dtype=np.float32).reshape(3, 4, 4, 1) / 48.0
     model = left_column_model()
@@ -145,15 +148,15 @@ def test_test_time_flip_averages_each_image_with_its_mirror_image():
         return 1.0 / (1.0 + np.exp(-2.0 * column_mean))
 
     left, right = images[:, :, 0, 0].mean(axis=1), images[:, :, -1, 0].mean(axis=1)
-    plain = predict_fake(model, images, batch_size=2)
-    averaged = predict_fake(model, images, batch_size=2, test_time_flip=True)
+    plain = probability_fake(model, images, batch_size=2)
+    averaged = probability_fake(model, images, batch_size=2, test_time_flip=True)
     np.testing.assert_allclose(plain, by_hand(left), rtol=1e-6)
     np.testing.assert_allclose(averaged, (by_hand(left) + by_hand(right)) / 2, rtol=1e-6)
     assert np.all(np.abs(averaged - plain) > 1e-3)
     np.testing.assert_array_equal(mirror(images)[:, :, ::-1], images)
     # Averaged, an image and its mirror image get the same answer.
     np.testing.assert_allclose(
-        predict_fake(model, mirror(images), test_time_flip=True), averaged, rtol=1e-6
+        probability_fake(model, mirror(images), test_time_flip=True), averaged, rtol=1e-6
     )
 
 
@@ -161,7 +164,7 @@ def test_evaluate_follows_the_cards_test_time_flip(saved_model, image_tree, tmp_
     import keras
 
     from realfake.data import load_split
-    from realfake.metrics import predict_fake
+    from realfake.inference import probability_fake
 
     data = image_tree(COUNTS, name="test")
     split = load_split(data, 32, quiet=True)
@@ -178,7 +181,9 @@ def test_evaluate_follows_the_cards_test_time_flip(saved_model, image_tree, tmp_
         results[flip] = last_json_line(out)
         assert results[flip]["test_time_flip"] is flip
         expected = classification_metrics(
-            split.labels, predict_fake(model, split.images, 64, test_time_flip=flip), 0.5
+            split.labels,
+            probability_fake(model, split.images, test_time_flip=flip, batch_size=64),
+            0.5,
         )
         assert results[flip]["loss"] == pytest.approx(expected["loss"], rel=1e-6)
     assert results[True]["loss"] != pytest.approx(results[False]["loss"], rel=1e-6)

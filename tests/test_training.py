@@ -508,7 +508,8 @@ def test_a_finished_checkpoint_is_rescored_with_test_time_flip_without_training(
     import realfake.model
     import realfake.training as training
     from realfake.data import load_split
-    from realfake.metrics import choose_threshold, classification_metrics, predict_fake
+    from realfake.inference import probability_fake
+    from realfake.metrics import choose_threshold, classification_metrics
 
     monkeypatch.setattr(realfake.model, "build_model", tiny_model)
     monkeypatch.setattr(training, "clear_checkpoint", lambda directory: None)  # keep it
@@ -533,11 +534,14 @@ def test_a_finished_checkpoint_is_rescored_with_test_time_flip_without_training(
 
     validation, test = (load_split(data / name, 32, quiet=True) for name in ("validation", "test"))
     threshold = choose_threshold(
-        validation.labels, predict_fake(model, validation.images, 8, test_time_flip=True)
+        validation.labels,
+        probability_fake(model, validation.images, test_time_flip=True, batch_size=8),
     )
     assert card["threshold"] == pytest.approx(threshold)
     expected = classification_metrics(
-        test.labels, predict_fake(model, test.images, 8, test_time_flip=True), threshold
+        test.labels,
+        probability_fake(model, test.images, test_time_flip=True, batch_size=8),
+        threshold,
     )
     for key in ("loss", "accuracy", "auc", "f1"):
         assert card["test_metrics"][key] == pytest.approx(expected[key], rel=1e-5, abs=1e-6)
