@@ -487,7 +487,10 @@ def _read_embedded_metadata(data: bytes, trust_anchors: str | None) -> list[_Evi
         try:
             texts = {key: value for key, value in image.info.items() if isinstance(value, str)}
             xmp = image.info.get("xmp")
-            exif = image.getexif()
+            # Pillow's PNG getexif decodes every pixel to look for an eXIf chunk after the image
+            # data; generators put settings before it, so only an early eXIf chunk is read.
+            skip_exif = image.format == "PNG" and "exif" not in image.info
+            exif = Image.Exif() if skip_exif else image.getexif()
             exif_fields = {
                 "Software": exif.get(_EXIF_SOFTWARE),
                 "ImageDescription": exif.get(_EXIF_IMAGE_DESCRIPTION),
