@@ -4,6 +4,7 @@ and XMP as image generators and editors write them."""
 
 import datetime
 import io
+import zlib
 from dataclasses import dataclass
 
 import c2pa
@@ -225,3 +226,14 @@ def exif_software(name: str) -> bytes:
     exif = Image.Exif()
     exif[0x0131] = name
     return exif.tobytes()
+
+
+def with_broken_pixel_data(png: bytes) -> bytes:
+    """The PNG with its compressed pixel data replaced by garbage under a valid checksum: its
+    chunks read fine, but decoding the pixels fails."""
+    chunk_type = png.index(b"IDAT")
+    length = int.from_bytes(png[chunk_type - 4 : chunk_type], "big")
+    garbage = bytes(range(256)) * (length // 256 + 1)
+    body = b"IDAT" + garbage[:length]
+    checksum = zlib.crc32(body).to_bytes(4, "big")
+    return png[:chunk_type] + body + checksum + png[chunk_type + 4 + length + 4 :]

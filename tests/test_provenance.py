@@ -21,6 +21,7 @@ from provenance_fixtures import (
     random_pixels,
     reencode_keeping_manifest,
     sign,
+    with_broken_pixel_data,
     with_xmp,
     xmp_packet,
 )
@@ -235,13 +236,21 @@ def test_generator_settings_in_png_text(pixels, chunks, generator, prompt):
     assert not provenance.declares_ai_with_valid_credentials
 
 
-def test_automatic1111_settings_in_jpeg_exif(pixels):
-    data = encode(pixels, "JPEG", exif=exif_user_comment(A1111_PARAMETERS))
+@pytest.mark.parametrize("image_format", ["JPEG", "PNG", "WEBP"])
+def test_automatic1111_settings_in_exif(pixels, image_format):
+    data = encode(pixels, image_format, exif=exif_user_comment(A1111_PARAMETERS))
     provenance = read_provenance(data)
-    assert (
-        provenance.generator == "Stable Diffusion web UI (AUTOMATIC1111) v1.10.1 (sd_xl_base_1.0)"
-    )
+    assert provenance.generator == A1111_GENERATOR
     assert dict(provenance.details)["negative prompt"] == "blurry, lowres"
+
+
+def test_reading_never_decodes_the_pixels(pixels):
+    # Decoding these pixels fails, so any decode would surface as an error; none must happen,
+    # since decoding a large PNG costs tens of milliseconds.
+    data = with_broken_pixel_data(png_with_text(pixels, {"parameters": A1111_PARAMETERS}))
+    provenance = read_provenance(data)
+    assert provenance.error is None
+    assert provenance.generator == A1111_GENERATOR
 
 
 def test_generator_named_in_exif_software(pixels):
