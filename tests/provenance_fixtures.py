@@ -214,6 +214,13 @@ def entity_bomb_xmp(levels: int = 10) -> str:
     return f'<?xml version="1.0"?><!DOCTYPE x [{entities}]><x>&lol{levels - 1};</x>'
 
 
+def xmp_with_entity(source_type: str) -> str:
+    """An XMP packet whose digital source type comes from an internal entity in a DOCTYPE."""
+    packet = xmp_packet("&term;")
+    doctype = f'<!DOCTYPE x:xmpmeta [<!ENTITY term "{source_type}">]>'
+    return packet.replace("<x:xmpmeta", doctype + "<x:xmpmeta", 1).replace(IPTC_TERMS, "", 1)
+
+
 def exif_user_comment(text: str) -> bytes:
     """EXIF with a UserComment in the 'UNICODE' code, as AUTOMATIC1111 writes JPEG settings."""
     exif = Image.Exif()

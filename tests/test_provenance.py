@@ -24,6 +24,7 @@ from provenance_fixtures import (
     with_broken_pixel_data,
     with_xmp,
     xmp_packet,
+    xmp_with_entity,
 )
 
 from realfake.errors import PipelineError
@@ -277,6 +278,23 @@ def test_xmp_digital_source_type_is_an_unsigned_claim(pixels, image_format):
     assert any("claims (unsigned)" in claim for claim in provenance.claims)
 
 
+def test_xmp_digital_source_type_without_creator_tool(pixels):
+    provenance = read_provenance(with_xmp(pixels, "PNG", xmp_packet("digitalCapture")))
+    assert provenance.source == "xmp"
+    assert provenance.declared_origin == "camera capture"
+    assert provenance.generator is None
+    assert "the origin is camera capture" in provenance.summary
+
+
+def test_xmp_creator_tool_alone_is_a_claim_not_evidence(pixels):
+    data = with_xmp(pixels, "JPEG", xmp_packet(creator_tool="Adobe Photoshop 25.0"))
+    provenance = read_provenance(data)
+    assert provenance.source is None
+    assert provenance.claims == (
+        "XMP metadata names the creator tool Adobe Photoshop 25.0 (unsigned).",
+    )
+
+
 @pytest.mark.parametrize("image_format", ["JPEG", "PNG"])
 def test_plain_image_has_no_evidence(pixels, image_format):
     provenance = read_provenance(encode(pixels, image_format))
@@ -317,6 +335,14 @@ def test_xml_entity_bomb_is_refused_fast(pixels, image_format):
     assert provenance.error == UNREADABLE
     assert provenance.source is None
     assert seconds < 0.5
+
+
+def test_any_doctype_in_xmp_is_refused(pixels):
+    # A harmless entity, but entity expansion is never trusted: the packet is not read at all.
+    data = with_xmp(pixels, "JPEG", xmp_with_entity("trainedAlgorithmicMedia"))
+    provenance = read_provenance(data)
+    assert provenance.error == UNREADABLE
+    assert provenance.source is None
 
 
 @pytest.mark.parametrize("compressed", [False, True], ids=["tEXt", "zTXt"])
@@ -367,8 +393,9 @@ def test_random_byte_flips_always_return_within_a_bound(signed, image_format):
     assert len(outcomes) >= 2
 
 
-def test_oversized_input_is_refused():
-    provenance = read_provenance(b"\xff\xd8" + bytes(65 * 1024 * 1024))
+def test_oversized_input_is_refused(pixels):
+    # A readable PNG with trailing padding: refused for its size alone.
+    provenance = read_provenance(encode(pixels, "PNG") + bytes(65 * 1024 * 1024))
     assert provenance.error == UNREADABLE
 
 
