@@ -109,15 +109,26 @@ def make_signer() -> SigningIdentity:
     return SigningIdentity(_pem(leaf) + _pem(ca_certificate), key_pem, _pem(ca_certificate))
 
 
-def manifest(source_type: str, tool: str, agent: str | None = None) -> dict:
-    """A manifest whose one action creates the image with the given IPTC digital source type."""
+def manifest(
+    source_type: str, tool: str, agent: str | None = None, edits: tuple[tuple[str, str], ...] = ()
+) -> dict:
+    """A manifest whose first action creates the image with the given IPTC digital source type,
+    followed by edit actions given as (digital source type, software agent) pairs."""
     action = {"action": "c2pa.created", "digitalSourceType": IPTC_TERMS + source_type}
     if agent:
         action["softwareAgent"] = {"name": agent, "version": "3"}
+    actions = [action] + [
+        {
+            "action": "c2pa.edited",
+            "digitalSourceType": IPTC_TERMS + edit_type,
+            "softwareAgent": {"name": edit_agent, "version": "1"},
+        }
+        for edit_type, edit_agent in edits
+    ]
     return {
         "claim_generator_info": [{"name": tool, "version": "2.1"}],
         "title": "image",
-        "assertions": [{"label": "c2pa.actions", "data": {"actions": [action]}}],
+        "assertions": [{"label": "c2pa.actions", "data": {"actions": actions}}],
     }
 
 

@@ -153,6 +153,18 @@ def test_camera_capture_manifest(signer, pixels):
     assert "the origin is camera capture" in provenance.summary
 
 
+def test_generative_edit_of_a_photo_declares_a_composite(signer, pixels):
+    definition = manifest(
+        "digitalCapture",
+        tool="Example Photo Editor",
+        edits=(("compositeWithTrainedAlgorithmicMedia", "Example Generative Fill"),),
+    )
+    provenance = read_provenance(sign(encode(pixels, "JPEG"), "image/jpeg", definition, signer))
+    assert provenance.declared_origin == "composite with generative AI"
+    assert provenance.generator == "Example Generative Fill 1"
+    assert provenance.declares_ai_with_valid_credentials
+
+
 @pytest.mark.parametrize(
     ("chunks", "generator", "prompt"),
     [
