@@ -160,6 +160,17 @@ def sign(image: bytes, mime_type: str, definition: dict, signer: SigningIdentity
     return destination.getvalue()
 
 
+def sign_with_remote_manifest(image: bytes, definition: dict, signer: SigningIdentity, url: str):
+    """A JPEG whose manifest is stored at `url`, named in its XMP, and not embedded."""
+    info = c2pa.C2paSignerInfo("es256", signer.chain_pem.encode(), signer.key_pem.encode(), None)
+    with c2pa.Signer.from_info(info) as c2pa_signer, c2pa.Builder(definition) as builder:
+        builder.set_no_embed()
+        builder.set_remote_url(url)
+        destination = io.BytesIO()
+        builder.sign(c2pa_signer, "image/jpeg", io.BytesIO(image), destination)
+    return destination.getvalue()
+
+
 def _manifest_block(signed: bytes, image_format: str) -> tuple[int, bytes]:
     """Offset and bytes of the embedded manifest: JPEG APP11 segments or the PNG caBX chunk."""
     if image_format == "JPEG":

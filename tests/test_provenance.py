@@ -21,6 +21,7 @@ from provenance_fixtures import (
     random_pixels,
     reencode_keeping_manifest,
     sign,
+    sign_with_remote_manifest,
     with_broken_pixel_data,
     with_xmp,
     xmp_packet,
@@ -163,6 +164,18 @@ def test_generative_edit_of_a_photo_declares_a_composite(signer, pixels):
     assert provenance.declared_origin == "composite with generative AI"
     assert provenance.generator == "Example Generative Fill 1"
     assert provenance.declares_ai_with_valid_credentials
+
+
+def test_manifest_stored_online_is_named_not_fetched(signer, pixels):
+    url = "https://credentials.example/manifest.c2pa"
+    definition = manifest("trainedAlgorithmicMedia", tool="Example Image Service")
+    data = sign_with_remote_manifest(encode(pixels, "JPEG"), definition, signer, url)
+    provenance = read_provenance(data)
+    assert provenance.error is None
+    assert provenance.source is None
+    assert provenance.signature is None
+    assert any(url in claim and "not fetched" in claim for claim in provenance.claims)
+    assert "declares no origin" in provenance.summary
 
 
 @pytest.mark.parametrize(
