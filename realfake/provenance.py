@@ -100,6 +100,7 @@ _XMP_NAMESPACES = {
 }
 _DIGITAL_SOURCE_TYPE_TAG = "{" + _XMP_NAMESPACES["iptc_extension"] + "}DigitalSourceType"
 _CREATOR_TOOL_TAG = "{" + _XMP_NAMESPACES["xmp"] + "}CreatorTool"
+_REMOTE_MANIFEST_TAG = "{http://purl.org/dc/terms/}provenance"
 
 _EXIF_IMAGE_DESCRIPTION = 0x010E
 _EXIF_SOFTWARE = 0x0131
@@ -161,6 +162,8 @@ class Provenance:
     def summary(self) -> str:
         """One plain line on what the evidence means."""
         if self.source is None:
+            if self.claims:
+                return "No checkable provenance: the image's metadata declares no origin."
             if self.error:
                 return (
                     "The image carries metadata that could not be read, so it says nothing "
@@ -323,6 +326,12 @@ def _read_c2pa(data: bytes, trust_anchors: str | None) -> list[_Evidence]:
         )
     except c2pa.C2paError.NotSupported:
         return []  # a file type the library does not read; it cannot carry a manifest for it
+    except c2pa.C2paError as error:
+        # A manifest stored online, named in the XMP (which reports the address): reading it
+        # would mean fetching a URL the uploader chose, so it is left unread.
+        if isinstance(error, c2pa.C2paError.RemoteManifest) or str(error).startswith("Remote"):
+            return []
+        raise _Unreadable from error
     except Exception as error:  # the library raises many kinds for damaged manifests
         raise _Unreadable from error
     if reader is None:
@@ -521,16 +530,9 @@ def _xmp_evidence(xmp: bytes | str) -> list[_Evidence]:
         root = fromstring(xmp, forbid_dtd=True)
     except (ParseError, DefusedXmlException, ValueError) as error:
         raise _Unreadable from error
-    source_type = creator_tool = None
-    for element in root.iter():
-        source_type = source_type or _source_type_term(
-            element.text if element.tag == _DIGITAL_SOURCE_TYPE_TAG else None
-        )
-        source_type = source_type or _source_type_term(element.get(_DIGITAL_SOURCE_TYPE_TAG))
-        creator_tool = creator_tool or _short(
-            element.text if element.tag == _CREATOR_TOOL_TAG else None
-        )
-        creator_tool = creator_tool or _short(element.get(_CREATOR_TOOL_TAG))
+    source_type = _source_type_term(_xmp_property(root, _DIGITAL_SOURCE_TYPE_TAG))
+    creator_tool = _short(_xmp_property(root, _CREATOR_TOOL_TAG))
+    remote_manifest = _short(_xmp_property(root, _REMOTE_MANIFEST_TAG))
     evidence = _Evidence()
     if source_type:
         evidence.source = SOURCE_XMP
@@ -544,7 +546,21 @@ def _xmp_evidence(xmp: bytes | str) -> list[_Evidence]:
         if source_type or _GENERATOR_NAMES.search(creator_tool):
             evidence.generator = creator_tool
             evidence.source = evidence.source or SOURCE_XMP
+    if remote_manifest:
+        evidence.claims.append(
+            f"XMP metadata points to content credentials stored online at {remote_manifest}; "
+            "they were not fetched, so nothing in them was checked."
+        )
     return [evidence] if evidence.claims else []
+
+
+def _xmp_property(root: Any, tag: str) -> str | None:
+    """The first value of an XMP property, written as an element or as an attribute."""
+    for element in root.iter():
+        value = element.text if element.tag == tag else element.get(tag)
+        if isinstance(value, str) and value.strip():
+            return value
+    return None
 
 
 def _generator_settings(texts: dict[str, str], exif: dict[str, Any]) -> _Evidence | None:
