@@ -180,7 +180,7 @@ class Provenance:
 
     def _credentials_summary(self) -> str:
         if self.signature == SIGNATURE_INVALID:
-            return "The image has content credentials, but their signature is invalid: ignore them."
+            return "The image has content credentials, but they fail validation: ignore them."
         if self.matches_image is False:
             return (
                 "The image has signed content credentials, but the manifest no longer matches "
@@ -267,31 +267,40 @@ def read_provenance(data: bytes, *, trust_anchors: str | None = None) -> Provena
 
 
 def _combine(found: list[_Evidence], error: str | None) -> Provenance:
-    """Merge evidence, strongest first: signed credentials, then XMP, then generator settings."""
+    """The strongest evidence (signed credentials, then XMP, then generator settings) makes the
+    headline; every piece adds its claims and details.
+
+    Headline fields are never mixed across sources: an unsigned XMP claim must not pass for
+    something the signed manifest declares.
+    """
     order = (SOURCE_C2PA, SOURCE_XMP, SOURCE_GENERATOR_METADATA, None)
     found = sorted(found, key=lambda evidence: order.index(evidence.source))
-    fields: dict[str, Any] = {}
-    for evidence in found:
-        for name in (
-            "source",
-            "digital_source_type",
-            "generator",
-            "signer",
-            "signed_at",
-            "signature",
-            "matches_image",
-        ):
-            value = getattr(evidence, name)
-            if fields.get(name) is None and value is not None:
-                fields[name] = value
-    source_type = fields.get("digital_source_type")
+    claims = tuple(claim for evidence in found for claim in evidence.claims)
+    details = tuple(detail for evidence in found for detail in evidence.details)
+    if not found or found[0].source is None:
+        return Provenance(claims=claims, details=details, error=error)
+    strongest = found[0]
+    source_type = strongest.digital_source_type
     return Provenance(
-        **fields,
-        declared_origin=DIGITAL_SOURCE_TYPES.get(source_type) if source_type else None,
-        claims=tuple(claim for evidence in found for claim in evidence.claims),
-        details=tuple(detail for evidence in found for detail in evidence.details),
+        source=strongest.source,
+        declared_origin=_origin_of(source_type),
+        digital_source_type=source_type,
+        generator=strongest.generator,
+        signer=strongest.signer,
+        signed_at=strongest.signed_at,
+        signature=strongest.signature,
+        matches_image=strongest.matches_image,
+        claims=claims,
+        details=details,
         error=error,
     )
+
+
+def _origin_of(source_type: str | None) -> str | None:
+    """The digital source type in words."""
+    if source_type is None:
+        return None
+    return DIGITAL_SOURCE_TYPES.get(source_type, f"an unrecognised source type ({source_type})")
 
 
 # Content credentials (C2PA) ------------------------------------------------------------------
@@ -300,7 +309,8 @@ def _combine(found: list[_Evidence], error: str | None) -> Provenance:
 @functools.lru_cache(maxsize=8)
 def _c2pa_context(trust_anchors: str | None):
     """A C2PA reading context that never goes to the network, with the user's trust anchors."""
-    import c2pa  # noqa: PLC0415  (the library takes about 60 ms to import; only readers pay it)
+    # Imported here, not at the top: the import takes about 60 ms, paid by the first read only.
+    import c2pa
 
     verify = {
         "remote_manifest_fetch": False,
@@ -318,7 +328,7 @@ def _c2pa_context(trust_anchors: str | None):
 
 def _read_c2pa(data: bytes, trust_anchors: str | None) -> list[_Evidence]:
     """The active C2PA manifest and its validation, or nothing when the file carries none."""
-    import c2pa  # noqa: PLC0415
+    import c2pa
 
     try:
         reader = c2pa.Reader.try_create(
@@ -406,11 +416,14 @@ def _credentials_evidence(manifest: dict, results: Any, trusted_anchors: bool) -
         claims.append(f"Content credentials written by {claim_generator}.")
     if source_type:
         made_with = f" with {agent}" if agent else ""
-        origin = DIGITAL_SOURCE_TYPES.get(source_type, "an unknown source type")
+        origin = _origin_of(source_type)
         claims.append(f"Declared source: {origin} ({source_type}){made_with}.")
     signed = f"Signed by {evidence.signer or 'an unnamed signer'}"
     claims.append(signed + (f" at {evidence.signed_at}." if evidence.signed_at else "."))
     claims.append(f"Signature: {evidence.signature}.")
+    failed = sorted(failures - _TRUST_FAILURES)
+    if failed:
+        claims.append(f"Validation failed: {', '.join(failed[:10])}.")
     if evidence.matches_image is False:
         claims.append("The manifest no longer matches the image: it was changed after signing.")
     elif evidence.matches_image:
@@ -518,8 +531,9 @@ def _read_embedded_metadata(data: bytes, trust_anchors: str | None) -> list[_Evi
 
 def _xmp_evidence(xmp: bytes | str) -> list[_Evidence]:
     """IPTC digital source type and creator tool from an XMP packet, refusing any DTD."""
-    from defusedxml import DefusedXmlException  # noqa: PLC0415  (only images with XMP pay)
-    from defusedxml.ElementTree import ParseError, fromstring  # noqa: PLC0415
+    # Imported here: only files with XMP need an XML parser.
+    from defusedxml import DefusedXmlException
+    from defusedxml.ElementTree import ParseError, fromstring
 
     if len(xmp) > MAX_TEXT_CHARS:
         raise _Unreadable
@@ -537,7 +551,7 @@ def _xmp_evidence(xmp: bytes | str) -> list[_Evidence]:
     if source_type:
         evidence.source = SOURCE_XMP
         evidence.digital_source_type = source_type
-        origin = DIGITAL_SOURCE_TYPES.get(source_type, "an unknown source type")
+        origin = _origin_of(source_type)
         evidence.claims.append(
             f"XMP metadata claims (unsigned) the source is {origin} ({source_type})."
         )
@@ -752,8 +766,9 @@ def load_trust_anchors(path: str | Path) -> str:
     Raises PipelineError with a one-line message when the file is missing, too large or holds
     no readable certificate.
     """
-    from cryptography import x509  # noqa: PLC0415
-    from cryptography.hazmat.primitives.serialization import Encoding  # noqa: PLC0415
+    # Imported here: only a run given trust anchors needs certificate parsing.
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
 
     path = Path(path)
     if not path.is_file():

@@ -149,11 +149,22 @@ def encode_as_editor(pixels: np.ndarray, image_format: str) -> bytes:
     return encode(pixels, image_format, **({"quality": 95} if image_format == "JPEG" else {}))
 
 
-def sign(image: bytes, mime_type: str, definition: dict, signer: SigningIdentity) -> bytes:
-    """The image with a C2PA manifest embedded and signed (es256, no timestamp authority)."""
+def sign(
+    image: bytes,
+    mime_type: str,
+    definition: dict,
+    signer: SigningIdentity,
+    check_before_signing: bool = True,
+) -> bytes:
+    """The image with a C2PA manifest embedded and signed (es256, no timestamp authority);
+    `check_before_signing=False` lets a malformed manifest through, as older writers did."""
     info = c2pa.C2paSignerInfo("es256", signer.chain_pem.encode(), signer.key_pem.encode(), None)
     # No thumbnail: it would only make the fixtures larger.
-    context = c2pa.Context.from_dict({"builder": {"thumbnail": {"enabled": False}}})
+    settings = {
+        "builder": {"thumbnail": {"enabled": False}},
+        "verify": {"verify_after_sign": check_before_signing},
+    }
+    context = c2pa.Context.from_dict(settings)
     with c2pa.Signer.from_info(info) as c2pa_signer, c2pa.Builder(definition, context) as builder:
         destination = io.BytesIO()
         builder.sign(c2pa_signer, mime_type, io.BytesIO(image), destination)

@@ -139,7 +139,27 @@ def test_broken_signature_is_invalid(signed):
     provenance = read_provenance(bytes(data))
     assert provenance.signature == SIGNATURE_INVALID
     assert not provenance.declares_ai_with_valid_credentials
-    assert "signature is invalid" in provenance.summary
+    assert "fail validation" in provenance.summary
+    assert "Validation failed: claimSignature.mismatch." in provenance.claims
+
+
+def test_unsigned_xmp_never_fills_in_for_the_signed_manifest(signer, pixels):
+    # The manifest declares no source type (its creation action lacks one, which makes it
+    # malformed); the XMP beside it claims generative AI. The headline stays the manifest's.
+    image = with_xmp(pixels, "JPEG", xmp_packet("trainedAlgorithmicMedia"))
+    creation = {"actions": [{"action": "c2pa.created"}]}
+    definition = {
+        "claim_generator_info": [{"name": "Example Camera App", "version": "1"}],
+        "assertions": [{"label": "c2pa.actions", "data": creation}],
+    }
+    provenance = read_provenance(sign(image, "image/jpeg", definition, signer, False))
+    assert provenance.source == "c2pa"
+    assert provenance.digital_source_type is None
+    assert provenance.declared_origin is None
+    assert provenance.generator == "Example Camera App 1"
+    assert not provenance.declares_ai_with_valid_credentials
+    assert "Validation failed: assertion.action.malformed." in provenance.claims
+    assert any(claim.startswith("XMP metadata claims (unsigned)") for claim in provenance.claims)
 
 
 def test_camera_capture_manifest(signer, pixels):
