@@ -625,10 +625,11 @@ def _load_json(text: str | None) -> Any:
 
 def _comfyui(texts: dict[str, str]) -> _Settings | None:
     """ComfyUI: an API-format 'prompt' graph and/or a UI-format 'workflow' graph, both JSON."""
-    if "prompt" not in texts and "workflow" not in texts:
-        return None
-    graph = _load_json(texts.get("prompt"))
-    workflow = _load_json(texts.get("workflow"))
+    # Other tools write a plain-text 'prompt' chunk; only JSON objects are ComfyUI's graphs.
+    graph, workflow = (
+        _load_json(text) if text and text.lstrip().startswith("{") else None
+        for text in (texts.get("prompt"), texts.get("workflow"))
+    )
     if not isinstance(graph, dict) and not isinstance(workflow, dict):
         return None
     model = prompt = None
@@ -706,7 +707,7 @@ def _parameters(text: str | None) -> _Settings | None:
     prompt, _, negative = body.partition("\nNegative prompt:")
     if body.startswith("Negative prompt:"):
         prompt, negative = "", body.removeprefix("Negative prompt:")
-    version = settings.get("Version", "")
+    version = _short(settings.get("Version")) or ""
     if re.match(r"f\d", version):
         tool = f"Stable Diffusion WebUI Forge {version}"
     elif version:
@@ -714,7 +715,7 @@ def _parameters(text: str | None) -> _Settings | None:
     else:
         tool = "a Stable Diffusion web UI (AUTOMATIC1111 format)"
     extra = {"negative prompt": negative.strip(), "settings": settings_line}
-    return _short(tool) or tool, _short(settings.get("Model")), prompt.strip(), extra
+    return tool, _short(settings.get("Model")), prompt.strip(), extra
 
 
 def _parameters_json(parameters: Any) -> _Settings | None:
