@@ -148,71 +148,135 @@ def read_log(path: Path) -> dict[str, list[float]]:
     return columns
 
 
-def plot_history(log: dict[str, list[float]], output_dir: Path) -> list[Path]:
-    """One training-vs-validation plot per metric: training_<metric>.png."""
-    output_dir.mkdir(parents=True, exist_ok=True)
+def _save(figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def history_figures(
+    log: dict[str, list[float]], restored_epoch: int | None = None
+) -> dict[str, "plt.Figure"]:
+    """One training-vs-validation figure per metric, the restored epoch (1-based) marked."""
     epochs = [int(epoch) + 1 for epoch in log.get("epoch", [])]
-    written = []
+    figures = {}
     for name in CURVE_METRICS:
         figure, axes = plt.subplots(figsize=(6, 4))
         for key, label in ((name, "training"), (f"val_{name}", "validation")):
             if key in log:
                 axes.plot(epochs, log[key], marker="o", label=label)
+        if restored_epoch is not None:
+            axes.axvline(
+                restored_epoch,
+                color="grey",
+                linestyle=":",
+                label=f"epoch {restored_epoch}: weights kept (lowest validation loss)",
+            )
         axes.set_xlabel("epoch")
+        axes.set_ylabel(CURVE_TITLES[name])
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axes.set_title(CURVE_TITLES[name])
+        axes.set_title(f"{CURVE_TITLES[name]} per epoch")
         axes.grid(alpha=0.3)
-        axes.legend()
+        if axes.get_legend_handles_labels()[0]:
+            axes.legend(fontsize="small")
         figure.tight_layout()
-        path = output_dir / f"training_{name}.png"
-        figure.savefig(path, dpi=100)
-        plt.close(figure)
-        written.append(path)
-    return written
+        figures[name] = figure
+    return figures
+
+
+def plot_history(
+    log: dict[str, list[float]], output_dir: Path, restored_epoch: int | None = None
+) -> list[Path]:
+    """One training-vs-validation plot per metric: training_<metric>.png."""
+    return [
+        _save(figure, Path(output_dir) / f"training_{name}.png")
+        for name, figure in history_figures(log, restored_epoch).items()
+    ]
+
+
+def confusion_matrix_figure(
+    labels: np.ndarray, probability_fake: np.ndarray, threshold: float, split: str = "test"
+) -> "plt.Figure":
+    """Counts and row percentages of true class (rows) against predicted class (columns)."""
+    predicted = np.where(predicted_fake(probability_fake, threshold), FAKE_INDEX, 1 - FAKE_INDEX)
+    matrix = confusion_matrix(labels, predicted, labels=list(range(len(CLASS_NAMES))))
+    rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    figure, axes = plt.subplots(figsize=(5, 4.4))
+    colours = plt.get_cmap("Blues")
+    axes.imshow(rates, cmap=colours, vmin=0.0, vmax=1.0)
+    for row in range(matrix.shape[0]):
+        for column in range(matrix.shape[1]):
+            red, green, blue, _ = colours(rates[row, column])
+            dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5
+            axes.text(
+                column,
+                row,
+                f"{matrix[row, column]:,}\n{rates[row, column]:.1%} of {CLASS_NAMES[row]}",
+                ha="center",
+                va="center",
+                color="white" if dark else "black",
+                fontsize="medium",
+            )
+    axes.set_xticks(range(len(CLASS_NAMES)), CLASS_NAMES)
+    axes.set_yticks(range(len(CLASS_NAMES)), CLASS_NAMES)
+    axes.set_xlabel("predicted class")
+    axes.set_ylabel("true class")
+    axes.set_title(
+        f"Confusion matrix, {split} split (n = {int(matrix.sum()):,})\n"
+        f"P(Fake) threshold {threshold:.3f}"
+    )
+    figure.tight_layout()
+    return figure
 
 
 def plot_confusion_matrix(
-    labels: np.ndarray, probability_fake: np.ndarray, threshold: float, path: Path
+    labels: np.ndarray,
+    probability_fake: np.ndarray,
+    threshold: float,
+    path: Path,
+    split: str = "test",
 ) -> Path:
-    """Counts of true class (rows) against predicted class (columns)."""
-    predicted = np.where(predicted_fake(probability_fake, threshold), FAKE_INDEX, 1 - FAKE_INDEX)
-    matrix = confusion_matrix(labels, predicted, labels=list(range(len(CLASS_NAMES))))
-    figure, axes = plt.subplots(figsize=(4.5, 4))
-    axes.imshow(matrix, cmap="Blues")
-    for row in range(matrix.shape[0]):
-        for column in range(matrix.shape[1]):
-            color = "white" if matrix[row, column] > matrix.max() / 2 else "black"
-            axes.text(column, row, f"{matrix[row, column]:,}", ha="center", va="center", c=color)
-    axes.set_xticks(range(len(CLASS_NAMES)), CLASS_NAMES)
-    axes.set_yticks(range(len(CLASS_NAMES)), CLASS_NAMES)
-    axes.set_xlabel("predicted")
-    axes.set_ylabel("true")
-    axes.set_title(f"Confusion matrix (threshold {threshold:.3f})")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    """Save `confusion_matrix_figure` to `path`."""
+    return _save(confusion_matrix_figure(labels, probability_fake, threshold, split), path)
 
 
-def plot_roc(labels: np.ndarray, probability_fake: np.ndarray, path: Path) -> Path:
-    """ROC curve of P(Fake) with Fake as the positive class."""
+def roc_figure(
+    labels: np.ndarray,
+    probability_fake: np.ndarray,
+    threshold: float | None = None,
+    split: str = "test",
+) -> "plt.Figure":
+    """ROC curve of P(Fake), Fake positive, with the operating point of `threshold` marked."""
     is_fake = np.asarray(labels) == FAKE_INDEX
-    figure, axes = plt.subplots(figsize=(4.5, 4))
+    probability = np.asarray(probability_fake)
+    figure, axes = plt.subplots(figsize=(5, 4.4))
     if 0 < is_fake.sum() < len(is_fake):
-        false_rate, true_rate, _ = roc_curve(is_fake, probability_fake)
-        auc = roc_auc_score(is_fake, probability_fake)
+        false_rate, true_rate, _ = roc_curve(is_fake, probability)
+        auc = roc_auc_score(is_fake, probability)
         axes.plot(false_rate, true_rate, label=f"AUC {auc:.3f}")
+        if threshold is not None:
+            says_fake = predicted_fake(probability, threshold)
+            point = (float(np.mean(says_fake[~is_fake])), float(np.mean(says_fake[is_fake])))
+            axes.plot(*point, "o", color="crimson", label=f"threshold {threshold:.3f}")
     axes.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
     axes.set_xlabel("false positive rate (Real called Fake)")
     axes.set_ylabel("true positive rate (Fake called Fake)")
-    axes.set_title("ROC curve")
+    axes.set_title(f"ROC curve, {split} split (n = {len(is_fake):,})")
     axes.legend(loc="lower right")
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return figure
+
+
+def plot_roc(
+    labels: np.ndarray,
+    probability_fake: np.ndarray,
+    path: Path,
+    threshold: float | None = None,
+    split: str = "test",
+) -> Path:
+    """Save `roc_figure` to `path`."""
+    return _save(roc_figure(labels, probability_fake, threshold, split), path)
 
 
 def plot_architecture(model, path: Path) -> Path | None:
