@@ -17,12 +17,12 @@ import sys
 from pathlib import Path
 
 from realfake.archive import DEFAULT_MAX_RATIO, DEFAULT_MAX_TOTAL_GIB, unzip_archive
-from realfake.cli import add_quiet_argument, report_errors
+from realfake.cli import add_quiet_argument, report_errors, stage_parser
 from realfake.config import RAW_DIR
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = stage_parser(__doc__)
     parser.add_argument("archive", type=Path, help="the .zip file to extract")
     parser.add_argument(
         "--dest",

@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from realfake.augmentation import move_augmented
+from realfake.moving import move_augmented
 from realfake.cli import add_quiet_argument, report_errors
 from realfake.config import AUGMENTED_TRAIN_DIR, DATA_DIR
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from realfake.cli import progress
 from realfake.errors import PipelineError
 from realfake.fileops import destination_is_done, file_digest, staged_directory
+from realfake.progress import progress
 
 DEFAULT_MAX_TOTAL_GIB = 64.0
 DEFAULT_MAX_RATIO = 200.0

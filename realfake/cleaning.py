@@ -6,12 +6,12 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from realfake.cli import progress
 from realfake.config import DATA_DIR, RAW_DIR, SPLITS
 from realfake.errors import PipelineError
 from realfake.fileops import file_digest
 from realfake.images import is_decodable, is_image_name
 from realfake.layout import class_folders
+from realfake.progress import progress
 
 # Which copy of a duplicate stays: the one in the earliest split of this order, so test is never
 # touched and validation gives way to nothing but test.

@@ -6,7 +6,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from io import BytesIO
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ from realfake.augmentation import (
     augment_pixels,
     output_draws,
 )
+from realfake.fastjpeg import plain_jpeg_size
 from realfake.fileops import STAMP_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -259,54 +259,6 @@ def test_missing_source_is_a_one_line_error(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "options",
-    [
-        {"quality": 95},
-        {"quality": 75, "subsampling": 0},
-        {"quality": 90, "subsampling": 1},
-        {"progressive": True},
-        {"quality": 60, "optimize": True},
-    ],
-)
-def test_fast_jpeg_decoding_gives_load_rgbs_pixels(tmp_path, options):
-    from realfake.images import load_rgb
-
-    pixels = np.random.default_rng(1).integers(0, 256, size=(9, 12, 3), dtype=np.uint8)
-    path = tmp_path / "photo.jpg"
-    Image.fromarray(pixels).resize((45, 31)).save(path, format="JPEG", **options)
-    assert augmentation.plain_jpeg_size(path.read_bytes()) == (45, 31)
-    assert np.array_equal(augmentation.decode_source(path, None), load_rgb(path))
-
-
-def test_jpegs_needing_the_full_decoder_take_it(tmp_path):
-    from realfake.images import load_rgb
-
-    grey = tmp_path / "grey.jpg"
-    Image.fromarray(np.full((8, 8), 90, dtype=np.uint8)).save(grey)
-    rotated = tmp_path / "rotated.jpg"
-    exif = Image.Exif()
-    exif[0x0112] = 6  # orientation: rotate on display
-    Image.new("RGB", (16, 8), "red").save(rotated, exif=exif)
-    for path in (grey, rotated, write_image(tmp_path / "x.png", seed=1)):
-        assert augmentation.plain_jpeg_size(path.read_bytes()) is None
-        assert np.array_equal(augmentation.decode_source(path, None), load_rgb(path))
-    assert augmentation.decode_source(rotated, None).shape == (16, 8, 3)
-
-
-def test_direct_jpeg_encoding_gives_the_bytes_of_save():
-    writer = augmentation.JpegWriter()
-    assert writer.direct  # on the Pillow this project pins; otherwise it falls back to save()
-    rng = np.random.default_rng(3)
-    for size in ((32, 32), (45, 31), (300, 7)):
-        smooth = rng.integers(0, 256, size=(4, 4, 3), dtype=np.uint8)
-        image = Image.fromarray(smooth).resize(size, Image.Resampling.BICUBIC)
-        for candidate in (image, image.convert("RGBX")):
-            expected = BytesIO()
-            candidate.save(expected, format="JPEG", quality=augmentation.JPEG_QUALITY)
-            assert writer.encode(candidate) == expected.getvalue()
-
-
-@pytest.mark.parametrize(
     "settings",
     [
         AugmentationSettings(),
@@ -334,20 +286,7 @@ def test_broken_source_is_a_one_line_error(tmp_path, capsys):
     broken = write_image(source / "Fake" / "broken.jpg", seed=7)
     data = broken.read_bytes()
     broken.write_bytes(data[: len(data) // 2])  # the header survives, half the pixels do not
-    assert augmentation.plain_jpeg_size(broken.read_bytes()) is not None
+    assert plain_jpeg_size(broken.read_bytes()) is not None
     assert run(source, tmp_path / "augmented", "--copies", 1) == 1
     error = capsys.readouterr().err.strip()
     assert error.startswith(f"error: cannot decode {broken}") and "\n" not in error
-
-
-def test_jpeg_writer_falls_back_to_save_where_the_direct_path_differs(monkeypatch):
-    def wrong(self, image):
-        return b"not what save() writes"
-
-    monkeypatch.setattr(augmentation.JpegWriter, "_encode", wrong)
-    writer = augmentation.JpegWriter()
-    assert not writer.direct
-    image = Image.fromarray(np.full((8, 8, 3), 120, dtype=np.uint8))
-    expected = BytesIO()
-    image.save(expected, format="JPEG", quality=augmentation.JPEG_QUALITY)
-    assert writer.encode(image) == expected.getvalue()

@@ -9,7 +9,7 @@ from conftest import write_image
 from realfake import fileops
 from realfake.errors import PipelineError
 from realfake.images import load_rgb
-from realfake.layout import canonical_class, class_folders, unwrap
+from realfake.layout import canonical_class, class_folders, unwrap_dataset
 
 
 @pytest.mark.parametrize(
@@ -32,7 +32,7 @@ def test_canonical_class_recognises_aliases(name, expected):
 def test_class_folders_found_under_a_wrapping_folder(tmp_path):
     (tmp_path / "archive" / "REAL").mkdir(parents=True)
     (tmp_path / "archive" / "FAKE").mkdir()
-    folder = unwrap(tmp_path)
+    folder = unwrap_dataset(tmp_path)
     assert folder == tmp_path / "archive"
     assert class_folders(folder) == {"Real": folder / "REAL", "Fake": folder / "FAKE"}
 
