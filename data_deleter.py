@@ -32,15 +32,16 @@ from realfake.cleaning import (
     plan_duplicates,
     resolve_data_root,
 )
-from realfake.cli import add_quiet_argument, progress, report_errors
+from realfake.cli import add_quiet_argument, progress, report_errors, stage_parser
 from realfake.config import DATA_DIR
 from realfake.errors import PipelineError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = stage_parser(
+        __doc__,
         description="Delete folders inside the data folder; remove undecodable or duplicate "
-        "images from a split layout."
+        "images from a split layout.",
     )
     parser.add_argument(
         "paths", type=Path, nargs="*", metavar="PATH", help="folders or files to delete"
@@ -74,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow deleting the raw extracted data under DATA_ROOT/raw (default: refused)",
     )
     parser.add_argument(
-        "--yes", action="store_true", help="delete without asking (default: only list)"
+        "--yes",
+        action="store_true",
+        help="delete without asking (default: list, then ask on a terminal)",
     )
     parser.add_argument(
         "--dry-run", action="store_true", help="only list what would be deleted, never delete"

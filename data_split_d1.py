@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar=("TRAIN", "VALIDATION", "TEST"),
         default=list(DEFAULT_FRACTIONS),
         help="shares of each class for train, validation and test, summing to 1 "
-        "(default: %(default)s)",
+        f"(default: {' '.join(f'{fraction:g}' for fraction in DEFAULT_FRACTIONS)})",
     )
     parser.add_argument(
         "--seed", type=int, default=SEED, help=f"seed of the shuffle (default: {SEED})"

@@ -16,14 +16,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from realfake.moving import move_augmented
-from realfake.cli import add_quiet_argument, report_errors
+from realfake.cli import add_quiet_argument, report_errors, stage_parser
 from realfake.config import AUGMENTED_TRAIN_DIR, DATA_DIR
+from realfake.moving import move_augmented
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description="Move augmented images into the matching class folders of the training set."
+    parser = stage_parser(
+        __doc__,
+        description="Move augmented images into the matching class folders of the training set.",
     )
     parser.add_argument(
         "--source",

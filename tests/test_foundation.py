@@ -1,6 +1,9 @@
 """The shared package: class aliases, staged outputs, decoding, and the model's layers."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +13,8 @@ from realfake import fileops
 from realfake.errors import PipelineError
 from realfake.images import load_rgb
 from realfake.layout import canonical_class, class_folders, unwrap_dataset
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize(
@@ -59,3 +64,46 @@ def test_load_rgb_resizes_and_converts(tmp_path):
     array = load_rgb(path, image_size=32)
     assert array.shape == (32, 32, 3) and array.dtype == np.uint8
     assert np.array_equal(load_rgb(path.read_bytes(), 32), array)
+
+
+DATA_SCRIPTS = (
+    "data_unzipper",
+    "data_split_d1",
+    "data_split_d2",
+    "data_merger",
+    "data_augmentation",
+    "move_augmented_images",
+    "data_deleter",
+    "data_zipper",
+    "make_demo_data",
+)
+# Imports the script as a module, asks its main for --help, then names the heavy frameworks that
+# importing and parsing pulled in: --help must answer at once, without loading TensorFlow.
+HELP_PROBE = """
+import importlib, sys
+module = importlib.import_module(sys.argv[1])
+try:
+    code = module.main(["--help"])
+except SystemExit as stop:
+    code = stop.code
+loaded = [name for name in ("tensorflow", "keras") if name in sys.modules]
+print("loaded frameworks:", ",".join(loaded) or "none")
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize("script", DATA_SCRIPTS)
+def test_data_script_help_shows_an_example_without_loading_tensorflow(script):
+    finished = subprocess.run(
+        [sys.executable, "-c", HELP_PROBE, script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert finished.returncode == 0, finished.stderr
+    assert "usage:" in finished.stdout
+    assert f"example:\n    python {script}.py" in finished.stdout.lower()
+    assert finished.stdout.strip().endswith("loaded frameworks: none")
+    options = finished.stdout.split("options:", 1)[1].split("\n  -")
+    assert all(option.count("(default:") <= 1 for option in options)
