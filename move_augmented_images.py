@@ -6,7 +6,8 @@ Writes: the files into the matching class folder of --dest (default data/train),
 
 Never overwrites: if a file name already exists in the destination with other content, the stage
 stops before moving anything (a file with the same bytes counts as already moved). A killed move
-is finished by running the same command again.
+is finished by running the same command again. Refused: a class folder of --source that is a
+symbolic link (moving would empty its target) and a --source inside data/raw.
 
 Example:
     python move_augmented_images.py --source data/augmented_train --dest data/train

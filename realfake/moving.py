@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from realfake.augmentation import AUGMENTED_PREFIX, TEMPORARY_SUFFIX
+from realfake.config import RAW_DIR
 from realfake.errors import PipelineError
 from realfake.fileops import STAMP_NAME, files_equal, move_without_overwrite, read_stamp
 from realfake.images import list_images
@@ -38,6 +39,7 @@ def move_augmented(source_root: Path, dest_root: Path, *, quiet: bool = False) -
             "again with the same arguments first"
         )
     source_folders = class_folders(source_root)
+    _check_removable(source_root, list(source_folders.values()))
     if not source_folders:
         if stamp is not None and stamp.get("stage") == "augmentation":  # it had nothing to add
             return MoveReport(Counter(), _remove_emptied(source_root, []))
@@ -71,6 +73,26 @@ def move_augmented(source_root: Path, dest_root: Path, *, quiet: bool = False) -
     return MoveReport(moved, left_behind)
 
 
+def _check_removable(source_root: Path, folders: list[Path]) -> None:
+    """Refuse a move that would remove files from anywhere but the source folder itself: class
+    folders that are links (emptying them would empty their targets) and raw extracted data,
+    which no stage changes."""
+    root = source_root.resolve()
+    raw = RAW_DIR.resolve()
+    if root == raw or raw in root.parents:
+        raise PipelineError(
+            f"refusing {source_root}: it is raw extracted data ({raw}), which no stage changes"
+        )
+    for folder in folders:
+        if folder.is_symlink():
+            target = folder.resolve()
+            where = "inside" if root in target.parents else "outside"
+            raise PipelineError(
+                f"refusing {folder}: it is a symbolic link to {target}, {where} the source folder "
+                f"{root}; moving would empty its target, so name that folder as --source instead"
+            )
+
+
 def _remove_emptied(source_root: Path, folders: list[Path]) -> list[Path]:
     """Remove emptied class folders, then the stamp and the source folder if nothing else is
     left; return the files that stay."""
@@ -79,17 +101,22 @@ def _remove_emptied(source_root: Path, folders: list[Path]) -> list[Path]:
             partial.unlink()
         if not any(folder.iterdir()):
             folder.rmdir()
+    # Links stay, as links: whatever they lead to is not this stage's to remove.
     remaining = [
         path
         for path in sorted(source_root.rglob("*"))
-        if path.is_file() and path.name != STAMP_NAME
+        if (path.is_symlink() or path.is_file()) and path.name != STAMP_NAME
     ]
     if not remaining:
         (source_root / STAMP_NAME).unlink(missing_ok=True)
         for folder in sorted(
-            (p for p in source_root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)
+            (p for p in source_root.rglob("*") if p.is_dir() and not p.is_symlink()),
+            key=lambda p: -len(p.parts),
         ):
             if not any(folder.iterdir()):
                 folder.rmdir()
-        source_root.rmdir()
+        if source_root.is_symlink():
+            source_root.unlink()
+        else:
+            source_root.rmdir()
     return remaining
