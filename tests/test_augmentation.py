@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_tree, snapshot, write_image
+from conftest import kill_stage_leaving_workers, make_tree, snapshot, write_image
 from PIL import Image
 
 import data_augmentation
@@ -290,3 +290,17 @@ def test_broken_source_is_a_one_line_error(tmp_path, capsys):
     assert run(source, tmp_path / "augmented", "--copies", 1) == 1
     error = capsys.readouterr().err.strip()
     assert error.startswith(f"error: cannot decode {broken}") and "\n" not in error
+
+
+def test_kill_9_of_the_augmentation_leaves_no_worker_behind(tmp_path):
+    source = make_tree(tmp_path / "train", {"Fake": 30, "Real": 30})
+    dest = tmp_path / "augmented"
+    # Large outputs: each worker's batch takes seconds, so the kill finds them mid-batch.
+    command = [sys.executable, str(ROOT / "data_augmentation.py"), "--source", str(source)]
+    command += ["--dest", str(dest), "--copies", "150", "--image-size", "640"]
+    command += ["--workers", "2", "--quiet"]
+
+    def busy() -> bool:
+        return len(list(dest.rglob("aug_*.jpg"))) >= 20 if dest.is_dir() else False
+
+    assert kill_stage_leaving_workers(command, tmp_path, workers=2, busy=busy) == set()

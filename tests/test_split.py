@@ -1,12 +1,19 @@
 """data_split_d2.py (CIFAKE) and data_split_d1.py (Fake-or-Real): stratified, deterministic,
 byte-identical, alias-aware, kill-safe splits that never touch the raw data."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import kill_when_staged, make_tree, snapshot, write_image
+from conftest import (
+    kill_stage_leaving_workers,
+    kill_when_staged,
+    make_tree,
+    snapshot,
+    write_image,
+)
 
 import data_merger
 import data_split_d1
@@ -314,3 +321,18 @@ def test_kill_9_midway_then_rerun_matches(tmp_path):
         assert snapshot(destination) == expected
         assert not staging.exists()
     assert killed_midway >= 1  # the kill really interrupted a split at least once
+
+
+def test_kill_9_of_the_split_leaves_no_worker_behind(tmp_path):
+    # Enough files for the process pool; one large PNG hard-linked under every name keeps the
+    # workers decoding for seconds.
+    big = write_image(tmp_path / "big.png", seed=1, size=400)
+    source = tmp_path / "raw" / "cifake"
+    for subset, count in (("train", 1000), ("test", 1)):
+        for folder in ("REAL", "FAKE"):
+            (source / subset / folder).mkdir(parents=True)
+            for index in range(count):
+                os.link(big, source / subset / folder / f"{index}.png")
+    command = [sys.executable, str(ROOT / "data_split_d2.py"), "--source", str(source)]
+    command += ["--dest", str(tmp_path / "out"), "--workers", "2", "--quiet"]
+    assert kill_stage_leaving_workers(command, tmp_path, workers=2) == set()
