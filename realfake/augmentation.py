@@ -27,7 +27,7 @@ from realfake.fileops import STAMP_NAME, atomic_write_bytes, read_stamp
 from realfake.images import list_images, load_rgb
 from realfake.layout import canonical_class, class_folders
 from realfake.progress import progress
-from realfake.workers import exit_with_parent
+from realfake.workers import prepare_worker
 
 AUGMENTED_PREFIX = "aug_"
 OUTPUT_SUFFIX = ".jpg"
@@ -371,7 +371,7 @@ def _init_worker(
 ) -> None:
     global _worker_settings, _worker_writer
     if parent_pid is not None:
-        exit_with_parent(parent_pid)
+        prepare_worker(parent_pid)
     _worker_settings = (settings, seed)
     _worker_writer = writer
 

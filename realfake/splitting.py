@@ -20,7 +20,7 @@ from realfake.fileops import destination_is_done, link_or_copy, staged_directory
 from realfake.images import is_decodable, is_image_name
 from realfake.layout import class_folders, subset_folders, unwrap_dataset, visible_subfolders
 from realfake.progress import progress
-from realfake.workers import exit_with_parent
+from realfake.workers import prepare_worker
 
 # The stamps of this module's stages, whose outputs hold decodable images only.
 SPLIT_STAGES = ("data_split_d1", "data_split_d2")
@@ -104,7 +104,7 @@ def find_undecodable(
         chunks = [names[start : start + chunk] for start in range(0, len(names), chunk)]
         flags = []
         with ProcessPoolExecutor(
-            max_workers=workers, initializer=exit_with_parent, initargs=(os.getpid(),)
+            max_workers=workers, initializer=prepare_worker, initargs=(os.getpid(),)
         ) as pool:
             bar = progress(
                 pool.map(_decodable_flags, chunks),

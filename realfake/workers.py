@@ -12,8 +12,15 @@ _PR_SET_PDEATHSIG = 1
 _POLL_SECONDS = 0.5
 
 
+def prepare_worker(parent_pid: int) -> None:
+    """A pool initializer: the worker leaves Ctrl-C to its parent, which stops the pool and
+    reports the interruption in one line, and dies with the parent `parent_pid`."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    exit_with_parent(parent_pid)
+
+
 def exit_with_parent(parent_pid: int) -> None:
-    """Make this worker die as soon as its parent `parent_pid` does; a pool initializer.
+    """Make this worker die as soon as its parent `parent_pid` does.
 
     A killed stage cannot shut its pool down, and its workers, each holding both ends of the
     pool's queues, would otherwise wait for work forever. Linux kills them itself once asked with

@@ -108,6 +108,34 @@ def kill_stage_leaving_workers(
     return survivors
 
 
+def interrupt_stage(
+    command: list[str], cwd: Path, workers: int, busy: Callable[[], bool] = lambda: True
+) -> subprocess.CompletedProcess:
+    """Start a stage in a session of its own and, once it runs `workers` child processes and
+    `busy()` holds, send SIGINT to all of it, as Ctrl-C at a terminal does; return its result."""
+    process = subprocess.Popen(
+        command,
+        cwd=cwd,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while process.poll() is None and time.monotonic() < deadline:
+        if len(child_processes(process.pid)) >= workers and busy():
+            break
+        time.sleep(0.005)
+    try:
+        os.killpg(process.pid, signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
 def snapshot(root: Path) -> dict[str, bytes]:
     """Every file under `root` (relative path -> bytes), to compare trees exactly."""
     return {

@@ -6,11 +6,18 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import kill_stage_leaving_workers, make_tree, snapshot, write_image
+from conftest import (
+    interrupt_stage,
+    kill_stage_leaving_workers,
+    make_tree,
+    snapshot,
+    write_image,
+)
 from PIL import Image
 
 import data_augmentation
@@ -292,15 +299,27 @@ def test_broken_source_is_a_one_line_error(tmp_path, capsys):
     assert error.startswith(f"error: cannot decode {broken}") and "\n" not in error
 
 
-def test_kill_9_of_the_augmentation_leaves_no_worker_behind(tmp_path):
+def slow_augmentation(tmp_path) -> tuple[list[str], Callable[[], bool]]:
+    """A data_augmentation.py run with two workers whose batches take seconds (large outputs),
+    and a check that they are writing."""
     source = make_tree(tmp_path / "train", {"Fake": 30, "Real": 30})
     dest = tmp_path / "augmented"
-    # Large outputs: each worker's batch takes seconds, so the kill finds them mid-batch.
     command = [sys.executable, str(ROOT / "data_augmentation.py"), "--source", str(source)]
     command += ["--dest", str(dest), "--copies", "150", "--image-size", "640"]
-    command += ["--workers", "2", "--quiet"]
 
     def busy() -> bool:
-        return len(list(dest.rglob("aug_*.jpg"))) >= 20 if dest.is_dir() else False
+        return dest.is_dir() and len(list(dest.rglob("aug_*.jpg"))) >= 20
 
+    return [*command, "--workers", "2", "--quiet"], busy
+
+
+def test_kill_9_of_the_augmentation_leaves_no_worker_behind(tmp_path):
+    command, busy = slow_augmentation(tmp_path)
     assert kill_stage_leaving_workers(command, tmp_path, workers=2, busy=busy) == set()
+
+
+def test_ctrl_c_during_the_augmentation_exits_130_with_one_line(tmp_path):
+    command, busy = slow_augmentation(tmp_path)
+    finished = interrupt_stage(command, tmp_path, workers=2, busy=busy)
+    assert finished.returncode == 130
+    assert finished.stderr == "error: interrupted; run the same command again to finish\n"

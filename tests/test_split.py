@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import (
+    interrupt_stage,
     kill_stage_leaving_workers,
     kill_when_staged,
     make_tree,
@@ -323,9 +324,9 @@ def test_kill_9_midway_then_rerun_matches(tmp_path):
     assert killed_midway >= 1  # the kill really interrupted a split at least once
 
 
-def test_kill_9_of_the_split_leaves_no_worker_behind(tmp_path):
-    # Enough files for the process pool; one large PNG hard-linked under every name keeps the
-    # workers decoding for seconds.
+def slow_split_command(tmp_path) -> list[str]:
+    """A data_split_d2.py run with two workers that decode for seconds: enough files for the
+    process pool, each name a hard link to one large PNG."""
     big = write_image(tmp_path / "big.png", seed=1, size=400)
     source = tmp_path / "raw" / "cifake"
     for subset, count in (("train", 1000), ("test", 1)):
@@ -334,5 +335,15 @@ def test_kill_9_of_the_split_leaves_no_worker_behind(tmp_path):
             for index in range(count):
                 os.link(big, source / subset / folder / f"{index}.png")
     command = [sys.executable, str(ROOT / "data_split_d2.py"), "--source", str(source)]
-    command += ["--dest", str(tmp_path / "out"), "--workers", "2", "--quiet"]
-    assert kill_stage_leaving_workers(command, tmp_path, workers=2) == set()
+    return [*command, "--dest", str(tmp_path / "out"), "--workers", "2", "--quiet"]
+
+
+def test_kill_9_of_the_split_leaves_no_worker_behind(tmp_path):
+    assert kill_stage_leaving_workers(slow_split_command(tmp_path), tmp_path, workers=2) == set()
+
+
+def test_ctrl_c_during_the_split_exits_130_with_one_line(tmp_path):
+    finished = interrupt_stage(slow_split_command(tmp_path), tmp_path, workers=2)
+    assert finished.returncode == 130
+    assert finished.stderr == "error: interrupted; run the same command again to finish\n"
+    assert not (tmp_path / "out").exists()
