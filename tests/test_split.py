@@ -4,6 +4,7 @@ byte-identical, alias-aware, kill-safe splits that never touch the raw data."""
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -263,21 +264,36 @@ def test_fake_or_real_deterministic_and_kill_safe(fake_or_real_raw, tmp_path, mo
     assert snapshot(tmp_path / "a") == snapshot(tmp_path / "b")
 
 
-def test_undecodable_check_runs_in_worker_processes(tmp_path):
-    paths = [write_image(tmp_path / f"{index}.png", seed=index, size=4) for index in range(40)]
+def test_undecodable_check_runs_in_worker_processes(tmp_path, monkeypatch):
+    good = write_image(tmp_path / "good.png", seed=1, size=4)
+    paths = []
+    for index in range(300):  # five steps of 64 files: work for both workers
+        os.link(good, tmp_path / f"{index}.png")
+        paths.append(tmp_path / f"{index}.png")
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     paths.insert(17, tmp_path / "bad.png")
     whole = write_image(tmp_path / "whole.jpg", seed=99, size=64).read_bytes()
     (tmp_path / "cut.jpg").write_bytes(whole[: len(whole) // 2])
-    paths.insert(30, tmp_path / "cut.jpg")
-    monkeypatch_threshold = splitting._POOL_THRESHOLD
-    try:
-        splitting._POOL_THRESHOLD = 10
-        expected = [tmp_path / "bad.png", tmp_path / "cut.jpg"]
-        assert splitting.find_undecodable(paths, workers=2, quiet=True) == expected
-        assert splitting.find_undecodable(paths, workers=1, quiet=True) == expected
-    finally:
-        splitting._POOL_THRESHOLD = monkeypatch_threshold
+    paths.insert(230, tmp_path / "cut.jpg")
+    checked_in = tmp_path / "checked_in"
+    checked_in.mkdir()
+    real_check = splitting.is_decodable
+
+    def recording_check(path):
+        (checked_in / str(os.getpid())).touch()  # forked workers inherit this patch
+        time.sleep(0.002)
+        return real_check(path)
+
+    monkeypatch.setattr(splitting, "is_decodable", recording_check)
+    monkeypatch.setattr(splitting, "_POOL_THRESHOLD", 10)
+    expected = [tmp_path / "bad.png", tmp_path / "cut.jpg"]
+    assert splitting.find_undecodable(paths, workers=2, quiet=True) == expected
+    workers = {int(path.name) for path in checked_in.iterdir()}
+    assert len(workers) == 2 and os.getpid() not in workers
+    for path in checked_in.iterdir():
+        path.unlink()
+    assert splitting.find_undecodable(paths, workers=1, quiet=True) == expected
+    assert [int(path.name) for path in checked_in.iterdir()] == [os.getpid()]
 
 
 def test_real_cifake_sample_archive(cifake_sample_archive, tmp_path, monkeypatch):
