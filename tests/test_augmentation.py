@@ -238,6 +238,26 @@ def test_preview_shows_originals_beside_copies(tmp_path):
     assert image.format == "PNG"
     assert image.size == (4 + 96 + 12 + 6 * 100, 4 + 6 * 100)
     assert not list((tmp_path / "augmented").rglob("*.jpg"))
+    # Each row opens with one of the sources, enlarged three times (32 to 96 pixels) without
+    # smoothing; the lower half of that tile lies below the class label drawn over it.
+    enlarged = {
+        path.relative_to(source).as_posix(): np.asarray(Image.open(path).convert("RGB"))
+        .repeat(3, axis=0)
+        .repeat(3, axis=1)
+        for path in source.rglob("*.jpg")
+    }
+    pixels = np.asarray(image.convert("RGB"))
+    shown = []
+    for row in range(6):
+        top = 4 + row * 100
+        lower_half = pixels[top + 48 : top + 96, 4:100]
+        shown += [name for name, big in enlarged.items() if np.array_equal(lower_half, big[48:])]
+        for column in range(6):
+            left = 4 + 96 + 12 + column * 100
+            copy = pixels[top : top + 96, left : left + 96]
+            assert (copy != 255).any(), "a copy's tile is blank"
+            assert not any(np.array_equal(copy, big) for big in enlarged.values())
+    assert len(set(shown)) == 6 and {name.split("/")[0] for name in shown} == {"Fake", "Real"}
 
 
 @pytest.mark.parametrize(
