@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import write_image
+from PIL import Image
 
 from realfake import fileops
 from realfake.errors import PipelineError
@@ -107,3 +108,45 @@ def test_data_script_help_shows_an_example_without_loading_tensorflow(script):
     assert finished.stdout.strip().endswith("loaded frameworks: none")
     options = finished.stdout.split("options:", 1)[1].split("\n  -")
     assert all(option.count("(default:") <= 1 for option in options)
+
+
+# --- decoding: expected pixels computed independently of load_rgb -------------------------------
+
+
+def test_sixteen_bit_png_scales_to_eight_bits_by_its_full_range(tmp_path):
+    values = np.random.default_rng(13).integers(0, 65536, size=(12, 10), dtype=np.uint16)
+    values[0, 0], values[0, 1] = 0, 65535
+    path = tmp_path / "deep.png"
+    Image.fromarray(values).save(path)
+    grey = (values.astype(np.uint32) * 255 // 65535).astype(np.uint8)
+    assert np.array_equal(load_rgb(path), np.stack([grey] * 3, axis=-1))
+
+
+def test_cmyk_converts_as_pillow_documents(tmp_path):
+    cmyk = np.random.default_rng(12).integers(0, 256, size=(9, 11, 4), dtype=np.uint8)
+    path = tmp_path / "print.tif"
+    Image.fromarray(cmyk, mode="CMYK").save(path)
+    # Each channel times the remaining black: (255 - C) * (255 - K) / 255, rounded to nearest.
+    ink = 255 - cmyk[..., :3].astype(np.int64)
+    black = 255 - cmyk[..., 3:].astype(np.int64)
+    expected = (ink * black * 2 + 255) // (2 * 255)
+    assert np.array_equal(load_rgb(path).astype(np.int64), expected)
+
+
+def test_animated_gif_gives_its_first_frame_not_a_later_one(tmp_path):
+    rng = np.random.default_rng(10)
+    frames = [
+        Image.fromarray(rng.integers(0, 256, size=(16, 16, 3), dtype=np.uint8)).convert("P")
+        for _ in range(2)
+    ]
+    path = tmp_path / "animated.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100)
+    first, second = (np.asarray(frame.convert("RGB")) for frame in frames)
+    assert not np.array_equal(first, second)  # so matching the first frame means something
+    with Image.open(path) as animated:
+        assert animated.n_frames == 2
+        animated.seek(1)
+        assert np.array_equal(np.asarray(animated.convert("RGB")), second)
+    decoded = load_rgb(path)
+    assert np.array_equal(decoded, first)
+    assert not np.array_equal(decoded, second)
