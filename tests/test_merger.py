@@ -11,7 +11,7 @@ import pytest
 from conftest import kill_when_staged, make_tree, snapshot
 
 import data_merger
-from realfake import merging
+from realfake import fileops, merging
 from realfake.fileops import STAMP_NAME
 
 SPLIT_COUNTS = {"train": 4, "validation": 2, "test": 2}
@@ -71,6 +71,20 @@ def test_merge_prefixes_names_keeps_bytes_and_leaves_sources(interim, tmp_path, 
                 data = (destination / split / cls / name).read_bytes()
                 assert data == before[f"{source}/{split}/{cls}/img_{original}"]
     assert not (destination / merging.MERGE_STAGING_NAME).exists()
+
+
+def test_without_hard_links_the_merge_copies_byte_identical_files(interim, tmp_path, monkeypatch):
+    assert run(sorted(interim.iterdir()), tmp_path / "linked") == 0
+
+    def no_links(source, destination, **options):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(fileops.os, "link", no_links)
+    assert run(sorted(interim.iterdir()), tmp_path / "copied") == 0
+    assert merged(tmp_path / "copied") == merged(tmp_path / "linked")
+    inputs = {path.stat().st_ino for path in interim.rglob("*.jpg")}
+    copies = list((tmp_path / "copied").rglob("*.jpg"))
+    assert len(copies) == 32 and not inputs & {path.stat().st_ino for path in copies}
 
 
 def test_default_sources_and_rerun_changes_nothing(interim, tmp_path, monkeypatch, capsys):

@@ -61,6 +61,20 @@ def test_moves_every_file_into_the_matching_class_folder(augmented, capsys):
     )
 
 
+def test_without_hard_links_the_move_copies_then_removes_the_source(augmented, monkeypatch):
+    train, source = augmented
+    expected = expected_after_move(train, source)
+
+    def no_links(source, destination, **options):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(fileops.os, "link", no_links)
+    assert move(source, train) == 0
+    assert snapshot(train) == expected
+    assert not source.exists()
+    assert not list(train.rglob(".*.moving"))
+
+
 def test_missing_destination_class_folder_is_created(tmp_path):
     source = make_tree(tmp_path / "augmented", {"Fake": 2, "Real": 1})
     dest = make_tree(tmp_path / "train", {"Fake": 1})

@@ -21,7 +21,7 @@ import data_merger
 import data_split_d1
 import data_split_d2
 import data_unzipper
-from realfake import splitting
+from realfake import fileops, splitting
 from realfake.fileops import STAMP_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,6 +94,21 @@ def test_cifake_split_counts_bytes_and_raw_untouched(cifake_raw, tmp_path, capsy
     assert {n for n in written if n.startswith("test/")} == {
         f"test/{cls}/img_{i:04d}.jpg" for cls in ("Fake", "Real") for i in range(5)
     }
+
+
+def test_without_hard_links_the_split_copies_identical_bytes(cifake_raw, tmp_path, monkeypatch):
+    assert run_d2(cifake_raw, tmp_path / "linked") == 0
+
+    def no_links(source, destination, **options):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(fileops.os, "link", no_links)
+    destination = tmp_path / "copied"
+    assert run_d2(cifake_raw, destination) == 0
+    assert outputs(destination) == outputs(tmp_path / "linked")
+    raw_files = {path.stat().st_ino for path in cifake_raw.rglob("*.jpg")}
+    copies = [path for path in destination.rglob("*.jpg")]
+    assert len(copies) == 50 and not raw_files & {path.stat().st_ino for path in copies}
 
 
 def test_split_is_deterministic_and_depends_on_the_seed(cifake_raw, tmp_path):
