@@ -6,7 +6,8 @@ Writes: DEST (default data/raw/<archive name without .zip>), exactly as the arch
 
 Refused with a one-line error, before anything is written: a missing file, something that is not
 a zip, entries with absolute paths or '..', symbolic links, encrypted entries, entries nested
-more than 100 folders deep, archives that would expand beyond --max-total-gib or --max-ratio. Entries are CRC-checked while extracting.
+more than 100 folders deep, archives that would expand beyond --max-total-gib or --max-ratio.
+Entries are CRC-checked while extracting.
 
 Example:
     python data_unzipper.py ~/Downloads/archive.zip --dest data/raw/cifake

@@ -103,9 +103,10 @@ def find_undecodable(
         names = [os.fspath(path) for path in paths]  # strings pickle far faster than Paths
         chunks = [names[start : start + chunk] for start in range(0, len(names), chunk)]
         flags = []
-        with ProcessPoolExecutor(
+        pool = ProcessPoolExecutor(
             max_workers=workers, initializer=prepare_worker, initargs=(os.getpid(),)
-        ) as pool:
+        )
+        try:
             bar = progress(
                 pool.map(_decodable_flags, chunks),
                 total=len(chunks),
@@ -114,6 +115,9 @@ def find_undecodable(
             )
             for chunk_flags in bar:
                 flags.extend(chunk_flags)
+        finally:
+            # After Ctrl-C or an error, wait only for the steps already under way, not for all.
+            pool.shutdown(wait=True, cancel_futures=True)
     return [path for path, ok in zip(paths, flags, strict=True) if not ok]
 
 

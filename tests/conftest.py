@@ -126,6 +126,7 @@ def interrupt_stage(
         if len(child_processes(process.pid)) >= workers and busy():
             break
         time.sleep(0.005)
+    time.sleep(0.2)  # a person's Ctrl-C comes while the workers work, not as they are forked
     try:
         os.killpg(process.pid, signal.SIGINT)
         stdout, stderr = process.communicate(timeout=60)
