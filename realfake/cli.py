@@ -5,10 +5,14 @@ import argparse
 import functools
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from realfake.config import SPLITS
 from realfake.errors import PipelineError
 from realfake.progress import progress  # noqa: F401  (scripts and benches import it from here too)
+
+if TYPE_CHECKING:  # the splitting module loads Pillow, which --help of other stages never needs
+    from realfake.splitting import SplitResult
 
 _MAX_NAMES_SHOWN = 50
 
@@ -57,9 +61,9 @@ def require_at_least_one(
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
 
 
-def print_split_summary(result, source: object, destination: object) -> None:
+def print_split_summary(result: "SplitResult", source: object, destination: object) -> None:
     """Print a split or merge's notes and undecodable files on stderr, then the one summary line
-    on stdout; `result` is a realfake.splitting.SplitResult."""
+    on stdout."""
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     if result.undecodable:
