@@ -23,16 +23,17 @@ from realfake.augmentation import (
     plan_augmentation,
     write_preview,
 )
-from realfake.cli import add_quiet_argument, report_errors, require_at_least_one
+from realfake.cli import add_quiet_argument, report_errors, require_at_least_one, stage_parser
 from realfake.config import AUGMENTED_TRAIN_DIR, DATA_DIR, SEED
 
 DEFAULTS = AugmentationSettings()
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = stage_parser(
+        __doc__,
         description="Write randomly rotated, shifted, sheared, zoomed and flipped copies of "
-        "the training images."
+        "the training images.",
     )
     parser.add_argument(
         "--source",

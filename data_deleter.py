@@ -7,7 +7,10 @@ Writes: nothing; it deletes. Without --yes it only lists what it would delete (a
 
 Refused, before anything is deleted: paths outside the data folder (--data-root, default data,
 relative to the current folder), the data folder itself, the raw extracted data (data/raw)
-unless --include-raw is given, and links that lead out of the data folder.
+unless --include-raw is given, and links that lead out of the data folder; also any file a
+clean-up would remove that lies, once links are resolved, outside the data folder or in data/raw,
+and a data folder that is the file system's root or holds the home folder, the current folder or
+the project. A link is removed as a link, never followed.
 
 --corrupt removes image files that do not decode. --duplicates removes byte-identical copies:
 of each set one stays, the one in test if any, else in validation, else the first by path; so
@@ -25,22 +28,22 @@ from collections import Counter
 from pathlib import Path
 
 from realfake.cleaning import (
-    check_target,
+    DeletionBoundary,
     count_files,
     delete_path,
     find_corrupt,
     plan_duplicates,
-    resolve_data_root,
 )
-from realfake.cli import add_quiet_argument, progress, report_errors
+from realfake.cli import add_quiet_argument, progress, report_errors, stage_parser
 from realfake.config import DATA_DIR
 from realfake.errors import PipelineError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = stage_parser(
+        __doc__,
         description="Delete folders inside the data folder; remove undecodable or duplicate "
-        "images from a split layout."
+        "images from a split layout.",
     )
     parser.add_argument(
         "paths", type=Path, nargs="*", metavar="PATH", help="folders or files to delete"
@@ -74,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow deleting the raw extracted data under DATA_ROOT/raw (default: refused)",
     )
     parser.add_argument(
-        "--yes", action="store_true", help="delete without asking (default: only list)"
+        "--yes",
+        action="store_true",
+        help="delete without asking (default: list, then ask on a terminal)",
     )
     parser.add_argument(
         "--dry-run", action="store_true", help="only list what would be deleted, never delete"
@@ -124,19 +129,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.include_test and args.duplicates is None:
         parser.error("--include-test only applies to --duplicates")
 
-    # Every target is checked before anything is deleted.
-    resolve_data_root(args.data_root)
+    # Every target, and every file a clean-up would remove, is checked before anything is deleted.
+    boundary = DeletionBoundary(args.data_root, allow_raw=args.include_raw)
     for folder in (args.corrupt, args.duplicates):
         if folder is not None:
-            check_target(folder, args.data_root, allow_raw=args.include_raw, allow_root=True)
+            boundary.check(folder, allow_root=True)
             if not folder.is_dir():
                 raise PipelineError(f"{folder} is not a folder")
     for path in args.paths:
-        check_target(path, args.data_root, allow_raw=args.include_raw)
+        boundary.check(path)
+    corrupt = find_corrupt(args.corrupt, quiet=args.quiet) if args.corrupt is not None else []
+    plan = (
+        plan_duplicates(args.duplicates, include_test=args.include_test, quiet=args.quiet)
+        if args.duplicates is not None
+        else None
+    )
+    copies = [copy.path for copy, _ in plan.remove] if plan is not None else []
+    for path in [item.path for item in corrupt] + copies:
+        boundary.check_removal(path)
     hint = "" if args.dry_run or args.yes else "; add --yes to delete"
 
     if args.corrupt is not None:
-        corrupt = find_corrupt(args.corrupt, quiet=args.quiet)
         for item in corrupt:
             print(f"undecodable: {item.path}")
         verb, count = remove_files([item.path for item in corrupt], args, "undecodable files")
@@ -146,11 +159,9 @@ def main(argv: list[str] | None = None) -> int:
             f"({per_folder(labels)}){hint if verb != 'removed' else ''}"
         )
 
-    if args.duplicates is not None:
-        plan = plan_duplicates(args.duplicates, include_test=args.include_test, quiet=args.quiet)
+    if plan is not None:
         for copy, kept in plan.remove:
             print(f"duplicate: {copy.path} (same bytes as {kept.path})")
-        copies = [copy.path for copy, _ in plan.remove]
         verb, count = remove_files(copies, args, "duplicate files")
         summary = (
             f"duplicates: {verb} {count:,} files from {args.duplicates} "

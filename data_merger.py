@@ -16,15 +16,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from realfake.cli import add_quiet_argument, report_errors
+from realfake.cli import add_quiet_argument, print_split_summary, report_errors, stage_parser
 from realfake.config import DATA_DIR, INTERIM_DIR
 from realfake.errors import PipelineError
 from realfake.layout import visible_subfolders
-from realfake.splitting import MERGE_REPORT_NAME, merge_splits, print_split_summary
+from realfake.merging import MERGE_REPORT_NAME, merge_splits
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = stage_parser(__doc__)
     parser.add_argument(
         "sources",
         type=Path,

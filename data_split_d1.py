@@ -19,15 +19,22 @@ import math
 import sys
 from pathlib import Path
 
-from realfake.cli import add_quiet_argument, report_errors, require_at_least_one
+from realfake.cli import (
+    add_quiet_argument,
+    add_workers_argument,
+    print_split_summary,
+    report_errors,
+    require_at_least_one,
+    stage_parser,
+)
 from realfake.config import FAKE_OR_REAL_RAW_DIR, FAKE_OR_REAL_SPLIT_DIR, SEED
-from realfake.splitting import add_workers_argument, print_split_summary, split_fake_or_real
+from realfake.splitting import split_fake_or_real
 
 DEFAULT_FRACTIONS = (0.70, 0.15, 0.15)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = stage_parser(__doc__)
     parser.add_argument(
         "--source",
         type=Path,
@@ -47,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar=("TRAIN", "VALIDATION", "TEST"),
         default=list(DEFAULT_FRACTIONS),
         help="shares of each class for train, validation and test, summing to 1 "
-        "(default: %(default)s)",
+        f"(default: {' '.join(f'{fraction:g}' for fraction in DEFAULT_FRACTIONS)})",
     )
     parser.add_argument(
         "--seed", type=int, default=SEED, help=f"seed of the shuffle (default: {SEED})"

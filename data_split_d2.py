@@ -16,13 +16,20 @@ import argparse
 import sys
 from pathlib import Path
 
-from realfake.cli import add_quiet_argument, report_errors, require_at_least_one
+from realfake.cli import (
+    add_quiet_argument,
+    add_workers_argument,
+    print_split_summary,
+    report_errors,
+    require_at_least_one,
+    stage_parser,
+)
 from realfake.config import CIFAKE_RAW_DIR, CIFAKE_SPLIT_DIR, SEED
-from realfake.splitting import add_workers_argument, print_split_summary, split_cifake
+from realfake.splitting import split_cifake
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = stage_parser(__doc__)
     parser.add_argument(
         "--source",
         type=Path,

@@ -5,8 +5,9 @@ Writes: DEST (default data/raw/<archive name without .zip>), exactly as the arch
         it appears only once complete, so a killed run can simply be run again.
 
 Refused with a one-line error, before anything is written: a missing file, something that is not
-a zip, entries with absolute paths or '..', symbolic links, encrypted entries, archives that
-would expand beyond --max-total-gib or --max-ratio. Entries are CRC-checked while extracting.
+a zip, entries with absolute paths or '..', symbolic links, encrypted entries, entries nested
+more than 100 folders deep, archives that would expand beyond --max-total-gib or --max-ratio.
+Entries are CRC-checked while extracting.
 
 Example:
     python data_unzipper.py ~/Downloads/archive.zip --dest data/raw/cifake
@@ -17,12 +18,12 @@ import sys
 from pathlib import Path
 
 from realfake.archive import DEFAULT_MAX_RATIO, DEFAULT_MAX_TOTAL_GIB, unzip_archive
-from realfake.cli import add_quiet_argument, report_errors
+from realfake.cli import add_quiet_argument, report_errors, stage_parser
 from realfake.config import RAW_DIR
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = stage_parser(__doc__)
     parser.add_argument("archive", type=Path, help="the .zip file to extract")
     parser.add_argument(
         "--dest",

@@ -15,12 +15,12 @@ import sys
 from pathlib import Path
 
 from realfake.archive import write_zip
-from realfake.cli import add_quiet_argument, report_errors
+from realfake.cli import add_quiet_argument, report_errors, stage_parser
 from realfake.errors import PipelineError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Zip a folder in a stable order.")
+    parser = stage_parser(__doc__, description="Zip a folder in a stable order.")
     parser.add_argument("folder", type=Path, metavar="DIR", help="the folder to zip")
     parser.add_argument(
         "--output",

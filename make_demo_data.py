@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from realfake.archive import write_zip_members
-from realfake.cli import add_quiet_argument, progress, report_errors
+from realfake.cli import add_quiet_argument, progress, report_errors, stage_parser
 from realfake.config import SEED
 from realfake.demo_data import DemoCounts, cifake_members, fake_or_real_members, sample_photos
 from realfake.fileops import atomic_write_bytes
@@ -27,7 +27,7 @@ DEFAULT_DEST = Path("demo") / "archives"
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = DemoCounts()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = stage_parser(__doc__, description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--dest",
         type=Path,

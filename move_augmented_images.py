@@ -6,7 +6,8 @@ Writes: the files into the matching class folder of --dest (default data/train),
 
 Never overwrites: if a file name already exists in the destination with other content, the stage
 stops before moving anything (a file with the same bytes counts as already moved). A killed move
-is finished by running the same command again.
+is finished by running the same command again. Refused: a class folder of --source that is a
+symbolic link (moving would empty its target) and a --source inside data/raw.
 
 Example:
     python move_augmented_images.py --source data/augmented_train --dest data/train
@@ -16,14 +17,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from realfake.augmentation import move_augmented
-from realfake.cli import add_quiet_argument, report_errors
+from realfake.cli import add_quiet_argument, report_errors, stage_parser
 from realfake.config import AUGMENTED_TRAIN_DIR, DATA_DIR
+from realfake.moving import move_augmented
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description="Move augmented images into the matching class folders of the training set."
+    parser = stage_parser(
+        __doc__,
+        description="Move augmented images into the matching class folders of the training set.",
     )
     parser.add_argument(
         "--source",

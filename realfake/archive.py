@@ -17,15 +17,18 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from realfake.cli import progress
 from realfake.errors import PipelineError
 from realfake.fileops import destination_is_done, file_digest, staged_directory
+from realfake.progress import progress
 
 DEFAULT_MAX_TOTAL_GIB = 64.0
 DEFAULT_MAX_RATIO = 200.0
 # Tiny entries (empty files, short text) compress far beyond any bomb ratio and are harmless.
 RATIO_CHECK_MIN_BYTES = 1 << 20
 FIXED_DATE = (1980, 1, 1, 0, 0, 0)
+# Folder levels an entry may sit below the archive's root: far beyond any dataset's layout, and
+# few enough that paths stay short and creating the folders never nears Python's recursion limit.
+MAX_ENTRY_DEPTH = 100
 _COPY_BLOCK = 1 << 20
 _FAST_ENTRY_BYTES = 16 << 20
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")
@@ -104,6 +107,13 @@ def plan_extraction(
             )
         if path is None:
             continue
+        depth = len(path.parts) - (0 if info.is_dir() else 1)  # the folders it needs
+        if depth > MAX_ENTRY_DEPTH:
+            shown = info.filename if len(info.filename) <= 80 else f"{info.filename[:60]}..."
+            raise PipelineError(
+                f"unsafe entry {shown!r}: it is nested {depth:,} folders deep "
+                f"(more than {MAX_ENTRY_DEPTH} is refused)"
+            )
         if path in seen:
             raise PipelineError(f"entry {info.filename!r} appears more than once in the archive")
         seen.add(path)

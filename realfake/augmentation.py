@@ -1,4 +1,4 @@
-"""Offline image augmentation and moving its output into the training folder.
+"""Offline image augmentation: randomly transformed copies of the training images.
 
 The transformations are those of Keras's legacy `ImageDataGenerator` (rotation, shifts, shear,
 zoom, horizontal flip, nearest fill), combined into one affine matrix per image and applied by
@@ -18,20 +18,16 @@ from io import BytesIO
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFile
+from PIL import Image, ImageDraw
 
-from realfake.cli import progress
 from realfake.config import SEED
 from realfake.errors import PipelineError
-from realfake.fileops import (
-    STAMP_NAME,
-    atomic_write_bytes,
-    files_equal,
-    move_without_overwrite,
-    read_stamp,
-)
+from realfake.fastjpeg import JpegWriter, decode_jpeg_into, plain_jpeg_size
+from realfake.fileops import STAMP_NAME, atomic_write_bytes, read_stamp
 from realfake.images import list_images, load_rgb
 from realfake.layout import canonical_class, class_folders
+from realfake.progress import progress
+from realfake.workers import prepare_worker
 
 AUGMENTED_PREFIX = "aug_"
 OUTPUT_SUFFIX = ".jpg"
@@ -213,118 +209,6 @@ def augment_pixels(
     return np.stack([np.asarray(output.convert("RGB")) for output in outputs])
 
 
-# Start-of-frame markers of the JPEGs that Pillow decodes as plain RGB: baseline, extended and
-# progressive Huffman coding.
-_PLAIN_JPEG_FRAMES = frozenset({0xC0, 0xC1, 0xC2})
-
-
-def plain_jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) of a plain three-component JPEG that Pillow's JPEG decoder turns into the
-    pixels `load_rgb` gives; None for anything that needs the full path: another format, EXIF
-    (orientation), an Adobe colour transform, grey or CMYK.
-
-    Reading the frame header here skips Pillow's Python header parsing, which costs more than
-    the decoding itself on small images.
-    """
-    if data[:2] != b"\xff\xd8":
-        return None
-    position = 2
-    while position + 4 <= len(data):
-        if data[position] != 0xFF:
-            return None
-        marker = data[position + 1]
-        if marker == 0xFF:  # fill byte
-            position += 1
-            continue
-        if marker in (0xE1, 0xEE, 0xDA):  # EXIF, Adobe, or image data before a frame header
-            return None
-        if marker in _PLAIN_JPEG_FRAMES:
-            if position + 10 > len(data):
-                return None
-            height = int.from_bytes(data[position + 5 : position + 7], "big")
-            width = int.from_bytes(data[position + 7 : position + 9], "big")
-            if data[position + 9] != 3 or not width or not height:
-                return None
-            return width, height
-        position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
-    return None
-
-
-def decode_jpeg_into(data: bytes, image: Image.Image, box: tuple[int, int, int, int]) -> bool:
-    """Decode a plain JPEG (see `plain_jpeg_size`) straight into a box of an RGB image, as
-    `Image.frombytes(..., "jpeg", "RGB", "")` would; False if the data do not decode."""
-    decoder = Image._getdecoder("RGB", "jpeg", ("RGB", ""))
-    try:
-        decoder.setimage(image.im, box)
-        consumed, status = decoder.decode(data)
-    except (OSError, ValueError):
-        return False
-    finally:
-        decoder.cleanup()
-    return consumed < 0 and status == 0
-
-
-def decode_source(path: Path | str, image_size: int | None) -> np.ndarray:
-    """A source image as uint8 RGB, exactly as `load_rgb` decodes it, faster for plain JPEGs."""
-    with open(path, "rb") as handle:
-        data = handle.read()
-    size = plain_jpeg_size(data) if image_size is None else None
-    if size is not None:
-        image = Image.new("RGB", size)
-        if decode_jpeg_into(data, image, (0, 0, *size)):
-            return np.asarray(image)
-    return load_rgb(data, image_size)
-
-
-class JpegWriter:
-    """Encodes RGB or RGBX images as JPEG at JPEG_QUALITY, to the bytes `Image.save` gives.
-
-    On small images `save` spends most of its time in Python, working out the same encoder
-    arguments every time. Those are learnt once from a `save` of a probe image and handed to
-    Pillow's JPEG encoder directly; if that does not give the probe's bytes exactly (another
-    Pillow), every image goes through `save`.
-    """
-
-    def __init__(self) -> None:
-        probe = Image.fromarray(np.arange(24 * 17 * 3, dtype=np.uint8).reshape(17, 24, 3))
-        probes = [(probe, self._save(probe))]
-        self._arguments = getattr(probe, "encoderconfig", None)
-        probe = probe.convert("RGBX")
-        probes.append((probe, self._save(probe)))
-        try:
-            self.direct = self._arguments is not None and all(
-                self._encode(image) == expected for image, expected in probes
-            )
-        except Exception:  # any failure of the private path means: use the public one
-            self.direct = False
-
-    @staticmethod
-    def _save(image: Image.Image) -> bytes:
-        buffer = BytesIO()
-        image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
-        return buffer.getvalue()
-
-    def _encode(self, image: Image.Image) -> bytes:
-        encoder = Image._getencoder(image.mode, "jpeg", "RGB", self._arguments)
-        chunks = []
-        try:
-            encoder.setimage(image.im, (0, 0, *image.size))
-            block = max(ImageFile.MAXBLOCK, image.size[0] * 4)
-            while True:
-                _, status, chunk = encoder.encode(block)
-                chunks.append(chunk)
-                if status:
-                    break
-        finally:
-            encoder.cleanup()
-        if status < 0:
-            raise OSError(f"JPEG encoder error {status}")
-        return b"".join(chunks)
-
-    def encode(self, image: Image.Image) -> bytes:
-        return self._encode(image) if self.direct else self._save(image)
-
-
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
 
 
@@ -482,8 +366,12 @@ _worker_settings: tuple[AugmentationSettings, int] | None = None
 _worker_writer: JpegWriter | None = None
 
 
-def _init_worker(settings: AugmentationSettings, seed: int, writer: JpegWriter) -> None:
+def _init_worker(
+    settings: AugmentationSettings, seed: int, writer: JpegWriter, parent_pid: int | None = None
+) -> None:
     global _worker_settings, _worker_writer
+    if parent_pid is not None:
+        prepare_worker(parent_pid)
     _worker_settings = (settings, seed)
     _worker_writer = writer
 
@@ -625,14 +513,16 @@ def augment(
     batches = [tasks[start : start + batch_size] for start in range(0, len(tasks), batch_size)]
     # Made here, before any worker starts: forked workers inherit it with Pillow's JPEG plugin
     # already loaded, instead of each spending as long on that as on a hundred images.
-    writer = JpegWriter()
+    writer = JpegWriter(JPEG_QUALITY)
     if workers <= 1 or len(batches) < 2:
         _init_worker(settings, seed, writer)
         results = map(_augment_batch, batches)
         pool = None
     else:
         pool = multiprocessing.get_context().Pool(
-            min(workers, len(batches)), initializer=_init_worker, initargs=(settings, seed, writer)
+            min(workers, len(batches)),
+            initializer=_init_worker,
+            initargs=(settings, seed, writer, os.getpid()),
         )
         results = pool.imap_unordered(_augment_batch, batches)
     written: Counter = Counter()
@@ -699,84 +589,3 @@ def write_preview(
     buffer = BytesIO()
     sheet.save(buffer, format="PNG")
     atomic_write_bytes(path, buffer.getvalue())
-
-
-@dataclass
-class MoveReport:
-    moved: Counter
-    left_behind: list[Path]
-
-
-def move_augmented(source_root: Path, dest_root: Path, *, quiet: bool = False) -> MoveReport:
-    """Move each class folder's images into the matching class folder of `dest_root`.
-
-    Never overwrites: a name that exists in the destination with other bytes stops the stage
-    before anything moves. A killed move is finished by running it again. Emptied source folders
-    (and the augmentation stamp) are removed; anything that is not an image stays.
-    """
-    if not source_root.is_dir():
-        raise PipelineError(f"source folder {source_root} does not exist")
-    if not dest_root.is_dir():
-        raise PipelineError(f"destination folder {dest_root} does not exist")
-    stamp = read_stamp(source_root)
-    if stamp is not None and stamp.get("stage") == "augmentation" and not stamp.get("complete"):
-        raise PipelineError(
-            f"the augmentation into {source_root} did not finish; run data_augmentation.py "
-            "again with the same arguments first"
-        )
-    source_folders = class_folders(source_root)
-    if not source_folders:
-        if stamp is not None and stamp.get("stage") == "augmentation":  # it had nothing to add
-            return MoveReport(Counter(), _remove_emptied(source_root, []))
-        raise PipelineError(f"no class folders (Fake, Real or an alias) in {source_root}")
-    dest_folders = class_folders(dest_root)
-    moves: list[tuple[str, Path, Path]] = []
-    for class_name, folder in sorted(source_folders.items()):
-        target = dest_folders.get(class_name, dest_root / class_name)
-        moves.extend((class_name, path, target / path.name) for path in list_images(folder))
-    conflicts = [
-        destination
-        for _, source, destination in moves
-        if destination.exists()
-        and not os.path.samefile(source, destination)
-        and not files_equal(source, destination)
-    ]
-    if conflicts:
-        raise PipelineError(
-            f"{len(conflicts):,} file name(s) already exist in {dest_root} with other content, "
-            f"e.g. {conflicts[0]}; nothing was moved"
-        )
-    moved: Counter = Counter()
-    for class_name, source, destination in progress(
-        moves, total=len(moves), description="moving", quiet=quiet
-    ):
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        if not move_without_overwrite(source, destination):
-            raise PipelineError(f"{destination} appeared while moving; nothing was overwritten")
-        moved[class_name] += 1
-    left_behind = _remove_emptied(source_root, list(source_folders.values()))
-    return MoveReport(moved, left_behind)
-
-
-def _remove_emptied(source_root: Path, folders: list[Path]) -> list[Path]:
-    """Remove emptied class folders, then the stamp and the source folder if nothing else is
-    left; return the files that stay."""
-    for folder in folders:
-        for partial in folder.glob(f".{AUGMENTED_PREFIX}*{TEMPORARY_SUFFIX}"):
-            partial.unlink()
-        if not any(folder.iterdir()):
-            folder.rmdir()
-    remaining = [
-        path
-        for path in sorted(source_root.rglob("*"))
-        if path.is_file() and path.name != STAMP_NAME
-    ]
-    if not remaining:
-        (source_root / STAMP_NAME).unlink(missing_ok=True)
-        for folder in sorted(
-            (p for p in source_root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)
-        ):
-            if not any(folder.iterdir()):
-                folder.rmdir()
-        source_root.rmdir()
-    return remaining

@@ -6,12 +6,12 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from realfake.cli import progress
 from realfake.config import DATA_DIR, RAW_DIR, SPLITS
 from realfake.errors import PipelineError
 from realfake.fileops import file_digest
 from realfake.images import is_decodable, is_image_name
 from realfake.layout import class_folders
+from realfake.progress import progress
 
 # Which copy of a duplicate stays: the one in the earliest split of this order, so test is never
 # touched and validation gives way to nothing but test.
@@ -23,50 +23,116 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
+def project_folder() -> Path:
+    """The folder holding the realfake package: the repository root of a checkout."""
+    return Path(__file__).resolve().parent.parent
+
+
 def resolve_data_root(data_root: Path) -> Path:
-    """The data folder, fully resolved; it must exist."""
+    """The data folder, fully resolved; it must exist and must not hold the file system's root,
+    the home folder, the current folder or the project, which a mistyped --data-root would
+    otherwise expose to deletion."""
     if not data_root.is_dir():
         raise PipelineError(
             f"data folder {data_root} does not exist (run from the project folder or give "
             "--data-root)"
         )
-    return data_root.resolve()
+    root = data_root.resolve()
+    if root.parent == root:
+        raise PipelineError(f"refusing data root {data_root}: it is the file system's root")
+    protected = (
+        ("the home folder", Path.home()),
+        ("the current folder", Path.cwd()),
+        ("the project", project_folder()),
+    )
+    for what, folder in protected:
+        folder = folder.resolve()
+        if _inside(folder, root):
+            where = "is" if folder == root else "holds"
+            raise PipelineError(f"refusing data root {data_root}: it {where} {what} ({folder})")
+    return root
 
 
-def check_target(path: Path, data_root: Path, *, allow_raw: bool, allow_root: bool = False) -> Path:
-    """Return `path` resolved if it may be deleted (or cleaned), else raise PipelineError.
+class DeletionBoundary:
+    """Where deleting is allowed: inside the data folder, and outside its raw extracted data
+    (data/raw) unless `allow_raw`; every check goes by where links really lead."""
 
-    Refused: anything outside the data folder (by its written path or by where links lead), a
-    link that points out of it, the data folder itself unless `allow_root`, and the raw extracted
-    data (data/raw) unless `allow_raw`. A path that does not exist passes if it would.
-    """
-    root = resolve_data_root(data_root)
-    lexical = Path(os.path.normpath(os.path.abspath(path)))
-    lexical_root = Path(os.path.normpath(os.path.abspath(data_root)))
-    resolved = path.resolve()
-    if path.is_symlink() and not _inside(resolved, root):
-        raise PipelineError(
-            f"refusing {path}: it is a symbolic link to {resolved}, outside the data folder {root}"
-        )
-    if not _inside(resolved, root) or not (
-        _inside(lexical, root) or _inside(lexical, lexical_root)
-    ):
-        raise PipelineError(f"refusing {path}: it is outside the data folder {root}")
-    if resolved == root and not allow_root:
-        raise PipelineError(f"refusing {path}: it is the data folder itself")
-    raw = root / RAW_DIR.relative_to(DATA_DIR)
-    if _inside(resolved, raw) and not allow_raw:
-        raise PipelineError(
-            f"refusing {path}: it is raw extracted data ({raw}); add --include-raw to delete it"
-        )
-    return resolved
+    def __init__(self, data_root: Path, *, allow_raw: bool) -> None:
+        self.data_root = data_root
+        self.root = resolve_data_root(data_root)
+        self.lexical_root = Path(os.path.normpath(os.path.abspath(data_root)))
+        self.raw = self.root / RAW_DIR.relative_to(DATA_DIR)
+        self.allow_raw = allow_raw
+        self._resolved_folders: dict[Path, Path] = {}
+
+    def check(self, path: Path, *, allow_root: bool = False) -> Path:
+        """Return `path` resolved if it may be deleted (or cleaned), else raise PipelineError.
+
+        Refused: anything outside the data folder (by its written path or by where links lead),
+        a link that points out of it, the data folder itself unless `allow_root`, and the raw
+        data unless allowed. A path that does not exist passes if it would.
+        """
+        root = self.root
+        lexical = Path(os.path.normpath(os.path.abspath(path)))
+        resolved = path.resolve()
+        if path.is_symlink() and not _inside(resolved, root):
+            raise PipelineError(
+                f"refusing {path}: it is a symbolic link to {resolved}, outside the data folder "
+                f"{root}"
+            )
+        if not _inside(resolved, root) or not (
+            _inside(lexical, root) or _inside(lexical, self.lexical_root)
+        ):
+            raise PipelineError(f"refusing {path}: it is outside the data folder {root}")
+        if resolved == root and not allow_root:
+            raise PipelineError(f"refusing {path}: it is the data folder itself")
+        self._check_raw(path, resolved)
+        return resolved
+
+    def check_removal(self, path: Path) -> None:
+        """Raise PipelineError unless removing the file or link `path` stays within bounds.
+
+        What is removed is the entry itself, so its folder is resolved, never the entry: a link
+        is judged by where it lies, a file reached through a linked folder by where it really is.
+        """
+        folder = self._resolved_folders.get(path.parent)
+        if folder is None:
+            folder = self._resolved_folders[path.parent] = path.parent.resolve()
+        located = folder / path.name
+        if not _inside(folder, self.root):
+            raise PipelineError(
+                f"refusing {path}: it is outside the data folder {self.root} (it lies in "
+                f"{folder}, reached through a symbolic link)"
+            )
+        self._check_raw(path, located)
+
+    def _check_raw(self, path: Path, resolved: Path) -> None:
+        if _inside(resolved, self.raw) and not self.allow_raw:
+            raise PipelineError(
+                f"refusing {path}: it is raw extracted data ({self.raw}); add --include-raw to "
+                "delete it"
+            )
+
+
+def _deletion_entries(path: Path) -> tuple[list[Path], list[Path]]:
+    """The files and links (each one entry, never followed) and the folders, deepest first, that
+    deleting the folder `path` removes."""
+    files: list[Path] = []
+    folders: list[Path] = []
+    for folder, subfolders, names in os.walk(path, topdown=False, followlinks=False):
+        files.extend(Path(folder) / name for name in names)
+        # os.walk lists links to folders among the folders; they are removed as links.
+        for name in subfolders:
+            candidate = Path(folder) / name
+            (files if candidate.is_symlink() else folders).append(candidate)
+    return files, folders
 
 
 def count_files(path: Path) -> int:
-    """Files (and links) under `path`, without following links; 1 for a file or a link."""
+    """Files and links under `path`, each link one entry; 1 for a file or a link."""
     if path.is_symlink() or not path.is_dir():
         return 1
-    return sum(len(files) for _, _, files in os.walk(path, followlinks=False))
+    return len(_deletion_entries(path)[0])
 
 
 def delete_path(path: Path, *, quiet: bool = False) -> int:
@@ -78,14 +144,7 @@ def delete_path(path: Path, *, quiet: bool = False) -> int:
     if path.is_symlink() or not path.is_dir():
         path.unlink()
         return 1
-    files: list[Path] = []
-    folders: list[Path] = []
-    for folder, subfolders, names in os.walk(path, topdown=False, followlinks=False):
-        files.extend(Path(folder) / name for name in names)
-        # os.walk lists links to folders among the folders; they are removed as links.
-        for name in subfolders:
-            candidate = Path(folder) / name
-            (files if candidate.is_symlink() else folders).append(candidate)
+    files, folders = _deletion_entries(path)
     for file in progress(files, total=len(files), description=f"deleting {path}", quiet=quiet):
         file.unlink(missing_ok=True)
     for folder in folders:

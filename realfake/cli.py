@@ -1,16 +1,35 @@
-"""What every stage script shares: the --quiet flag, progress bars and one-line error reporting."""
+"""What every stage script shares: its parser, the --quiet and --workers flags, progress bars,
+the split stages' summary and one-line error reporting."""
 
 import argparse
 import functools
 import sys
-from collections.abc import Callable, Iterable, Iterator
-from typing import TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from tqdm import tqdm
-
+from realfake.config import SPLITS
 from realfake.errors import PipelineError
+from realfake.progress import progress  # noqa: F401  (scripts and benches import it from here too)
 
-T = TypeVar("T")
+if TYPE_CHECKING:  # the splitting module loads Pillow, which --help of other stages never needs
+    from realfake.splitting import SplitResult
+
+_MAX_NAMES_SHOWN = 50
+
+
+def stage_parser(docstring: str, description: str | None = None) -> argparse.ArgumentParser:
+    """A parser whose --help ends with the example from the script's docstring.
+
+    The example is the docstring's paragraph that starts with "Example:", shown as written;
+    `description` defaults to the docstring's first paragraph.
+    """
+    paragraphs = docstring.strip().split("\n\n")
+    examples = [p for p in paragraphs if p.lstrip().lower().startswith("example")]
+    return argparse.ArgumentParser(
+        description=description or paragraphs[0],
+        epilog="\n\n".join(examples) or None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 def add_quiet_argument(parser: argparse.ArgumentParser) -> None:
@@ -19,6 +38,16 @@ def add_quiet_argument(parser: argparse.ArgumentParser) -> None:
         "--quiet",
         action="store_true",
         help="no progress bars (they are also off when stderr is not a terminal)",
+    )
+
+
+def add_workers_argument(parser: argparse.ArgumentParser) -> None:
+    """Add --workers, the number of processes that check images decode."""
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes that check every image decodes (default: one per CPU)",
     )
 
 
@@ -32,16 +61,38 @@ def require_at_least_one(
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
 
 
-def progress(
-    iterable: Iterable[T], *, total: int | None = None, description: str = "", quiet: bool = False
-) -> Iterator[T]:
-    """Wrap a loop in a tqdm bar on stderr, shown only on a terminal and when not quiet."""
-    disable = quiet or not sys.stderr.isatty()
-    return iter(tqdm(iterable, total=total, desc=description, unit="file", disable=disable))
+def print_split_summary(result: "SplitResult", source: object, destination: object) -> None:
+    """Print a split or merge's notes and undecodable files on stderr, then the one summary line
+    on stdout."""
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if result.undecodable:
+        print(
+            f"warning: left out {len(result.undecodable):,} files that are not decodable images: "
+            + ", ".join(str(path) for path in result.undecodable[:_MAX_NAMES_SHOWN])
+            + (
+                f" and {len(result.undecodable) - _MAX_NAMES_SHOWN:,} more"
+                if len(result.undecodable) > _MAX_NAMES_SHOWN
+                else ""
+            ),
+            file=sys.stderr,
+        )
+    parts = ", ".join(
+        f"{split} {sum(result.counts[split].values()):,} "
+        f"({', '.join(f'{name} {count:,}' for name, count in result.counts[split].items())})"
+        for split in SPLITS
+    )
+    verb = "already done" if result.already_done else "wrote"
+    print(
+        f"{verb}: {result.total:,} images from {source} in {destination}: {parts}; "
+        f"skipped {result.skipped:,} non-image files, left out {len(result.undecodable):,} "
+        "undecodable"
+    )
 
 
 def report_errors(main: Callable[..., int]) -> Callable[..., int]:
-    """Turn a PipelineError raised by `main` into `error: ...` on stderr and exit status 1."""
+    """Turn a PipelineError raised by `main` into `error: ...` on stderr and exit status 1, and
+    Ctrl-C into a one-line message and exit status 130."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs) -> int:

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from realfake.cli import progress
 from realfake.config import AUGMENTATIONS, CLASS_NAMES, SEED, SPLITS
 from realfake.errors import PipelineError
 from realfake.images import list_images, load_rgb
 from realfake.layout import class_folders
+from realfake.progress import progress
 
 
 @dataclass

@@ -1,8 +1,15 @@
-"""The folder layout: recognising class folders by alias, also under one wrapping top folder."""
+"""The dataset layout: class and split folders recognised by alias, also under wrapping folders."""
 
 from pathlib import Path
 
 from realfake.config import CLASS_ALIASES
+
+# Folder names recognised as each split, compared case-insensitively.
+SPLIT_ALIASES = {
+    "train": frozenset({"train", "training"}),
+    "validation": frozenset({"validation", "val", "valid"}),
+    "test": frozenset({"test", "testing"}),
+}
 
 
 def canonical_class(folder_name: str) -> str | None:
@@ -19,16 +26,6 @@ def visible_subfolders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "__")))
 
 
-def unwrap(folder: Path) -> Path:
-    """Descend through single wrapping folders, as archives often put everything in one."""
-    while True:
-        children = visible_subfolders(folder)
-        files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
-        if len(children) != 1 or files:
-            return folder
-        folder = children[0]
-
-
 def class_folders(folder: Path) -> dict[str, Path]:
     """Map 'Fake'/'Real' to the sub-folders of `folder` that hold them (missing classes absent)."""
     found: dict[str, Path] = {}
@@ -37,3 +34,26 @@ def class_folders(folder: Path) -> dict[str, Path]:
         if class_name is not None and class_name not in found:
             found[class_name] = child
     return found
+
+
+def subset_folders(root: Path) -> dict[str, Path]:
+    """Map 'train'/'validation'/'test' to the sub-folders of `root` named as one of them."""
+    found: dict[str, Path] = {}
+    for child in visible_subfolders(root):
+        lowered = child.name.lower()
+        for split, aliases in SPLIT_ALIASES.items():
+            if lowered in aliases and split not in found:
+                found[split] = child
+    return found
+
+
+def unwrap_dataset(folder: Path) -> Path:
+    """Descend through single wrapping folders, as archives often put everything in one,
+    stopping at the parent of split or class folders."""
+    while True:
+        children = visible_subfolders(folder)
+        if len(children) != 1 or subset_folders(folder) or class_folders(folder):
+            return folder
+        if any(path.is_file() and not path.name.startswith(".") for path in folder.iterdir()):
+            return folder
+        folder = children[0]

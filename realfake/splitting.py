@@ -1,53 +1,31 @@
-"""Splitting the raw datasets into train/validation/test and merging the splits into one tree.
+"""Splitting the raw datasets into train/validation/test.
 
 Every output file is a hard link to (or, across filesystems, a copy of) an input file, so raw data
 is never changed and outputs are byte-identical to inputs. Splits are drawn per class from the
 sorted file names with a seeded shuffle, so the same input and seed give the same split.
 """
 
-import argparse
 import hashlib
-import json
 import math
 import os
 import random
-import shutil
-import sys
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
-
-from realfake.cli import progress
 from realfake.config import CLASS_NAMES, SPLITS
 from realfake.errors import PipelineError
-from realfake.fileops import (
-    STAMP_NAME,
-    atomic_write_text,
-    destination_is_done,
-    file_digest,
-    link_or_copy,
-    read_stamp,
-    staged_directory,
-)
-from realfake.images import is_image_name
-from realfake.layout import class_folders, visible_subfolders
+from realfake.fileops import destination_is_done, link_or_copy, staged_directory
+from realfake.images import is_decodable, is_image_name
+from realfake.layout import class_folders, subset_folders, unwrap_dataset, visible_subfolders
+from realfake.progress import progress
+from realfake.workers import prepare_worker
 
+# The stamps of this module's stages, whose outputs hold decodable images only.
 SPLIT_STAGES = ("data_split_d1", "data_split_d2")
-SPLIT_ALIASES = {
-    "train": frozenset({"train", "training"}),
-    "validation": frozenset({"validation", "val", "valid"}),
-    "test": frozenset({"test", "testing"}),
-}
-MERGE_STAGING_NAME = ".merge.partial"
-MERGE_JOURNAL_NAME = "commit.json"
-MERGE_REPORT_NAME = "merge_report.json"
 # Below this many files a process pool costs more than it saves.
 _POOL_THRESHOLD = 2_000
-_MAX_NAMES_SHOWN = 50
 
 
 @dataclass
@@ -106,20 +84,8 @@ def listing_fingerprint(root: Path, paths: Iterable[Path]) -> str:
     return digest.hexdigest()
 
 
-def decodes(path: str | Path) -> bool:
-    """True when Pillow decodes the whole file; JPEGs at reduced scale, which still reads and
-    checks all their compressed data but skips most of the inverse DCT."""
-    try:
-        with Image.open(path) as image:
-            image.draft(image.mode, (1, 1))  # a no-op for formats other than JPEG
-            image.load()
-        return True
-    except Exception:  # Pillow raises many types for broken files
-        return False
-
-
 def _decodable_flags(paths: Sequence[str]) -> list[bool]:
-    return [decodes(path) for path in paths]
+    return [is_decodable(path) for path in paths]
 
 
 def find_undecodable(
@@ -129,7 +95,7 @@ def find_undecodable(
     workers = workers or os.cpu_count() or 1
     if workers == 1 or len(paths) < _POOL_THRESHOLD:
         flags = [
-            decodes(path)
+            is_decodable(path)
             for path in progress(paths, total=len(paths), description="check", quiet=quiet)
         ]
     else:
@@ -137,7 +103,10 @@ def find_undecodable(
         names = [os.fspath(path) for path in paths]  # strings pickle far faster than Paths
         chunks = [names[start : start + chunk] for start in range(0, len(names), chunk)]
         flags = []
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        pool = ProcessPoolExecutor(
+            max_workers=workers, initializer=prepare_worker, initargs=(os.getpid(),)
+        )
+        try:
             bar = progress(
                 pool.map(_decodable_flags, chunks),
                 total=len(chunks),
@@ -146,21 +115,13 @@ def find_undecodable(
             )
             for chunk_flags in bar:
                 flags.extend(chunk_flags)
+        finally:
+            # After Ctrl-C or an error, wait only for the steps already under way, not for all.
+            pool.shutdown(wait=True, cancel_futures=True)
     return [path for path, ok in zip(paths, flags, strict=True) if not ok]
 
 
-def _subset_folders(root: Path) -> dict[str, Path]:
-    """Map 'train'/'validation'/'test' to the sub-folders of `root` named as one of them."""
-    found: dict[str, Path] = {}
-    for child in visible_subfolders(root):
-        lowered = child.name.lower()
-        for split, aliases in SPLIT_ALIASES.items():
-            if lowered in aliases and split not in found:
-                found[split] = child
-    return found
-
-
-def _describe_found(root: Path, source: Path | None = None) -> str:
+def describe_found(root: Path, source: Path | None = None) -> str:
     """What a folder holds, for error messages: its sub-folders, or its file count."""
     names = [f"{child.name}/" for child in visible_subfolders(root)]
     files = sum(1 for path in root.iterdir() if path.is_file() and not path.name.startswith("."))
@@ -170,27 +131,16 @@ def _describe_found(root: Path, source: Path | None = None) -> str:
     return found
 
 
-def _require_classes(folder: Path, source: Path) -> dict[str, Path]:
+def require_classes(folder: Path, source: Path) -> dict[str, Path]:
     classes = class_folders(folder)
     missing = [name for name in CLASS_NAMES if name not in classes]
     if missing:
         where = folder.relative_to(source).as_posix() if folder != source else "."
         raise PipelineError(
             f"{source}: {where} lacks the class folder(s) {', '.join(missing)} "
-            f"(found {_describe_found(folder)}; expected e.g. REAL/FAKE or real_images/fake_images)"
+            f"(found {describe_found(folder)}; expected e.g. REAL/FAKE or real_images/fake_images)"
         )
     return classes
-
-
-def unwrap_dataset(folder: Path) -> Path:
-    """Descend through single wrapping folders, stopping at a split or class folder's parent."""
-    while True:
-        children = visible_subfolders(folder)
-        if len(children) != 1 or _subset_folders(folder) or class_folders(folder):
-            return folder
-        if any(path.is_file() and not path.name.startswith(".") for path in folder.iterdir()):
-            return folder
-        folder = children[0]
 
 
 def _require_source(source: Path) -> Path:
@@ -202,15 +152,15 @@ def _require_source(source: Path) -> Path:
 def cifake_layout(source: Path) -> dict[str, dict[str, Path]]:
     """Find CIFAKE's train/ and test/ class folders (also under one wrapping folder)."""
     root = _require_source(source)
-    subsets = _subset_folders(root)
+    subsets = subset_folders(root)
     missing = [name for name in ("train", "test") if name not in subsets]
     if missing:
         raise PipelineError(
             f"{source} does not look like CIFAKE: no {' or '.join(missing)} folder "
-            f"(found {_describe_found(root, source)}; "
+            f"(found {describe_found(root, source)}; "
             "expected train/ and test/ with REAL and FAKE inside)"
         )
-    return {name: _require_classes(subsets[name], source) for name in ("train", "test")}
+    return {name: require_classes(subsets[name], source) for name in ("train", "test")}
 
 
 def fake_or_real_layout(source: Path) -> tuple[dict[str, Path], list[str]]:
@@ -218,15 +168,15 @@ def fake_or_real_layout(source: Path) -> tuple[dict[str, Path], list[str]]:
     root = _require_source(source)
     notes: list[str] = []
     if len(class_folders(root)) == len(CLASS_NAMES):
-        return _require_classes(root, source), notes
-    subsets = _subset_folders(root)
+        return require_classes(root, source), notes
+    subsets = subset_folders(root)
     if "train" not in subsets:
         raise PipelineError(
             f"{source} does not look like Fake-or-Real: no train folder "
-            f"(found {_describe_found(root, source)}; "
+            f"(found {describe_found(root, source)}; "
             "expected train/real_images and train/fake_images)"
         )
-    classes = _require_classes(subsets["train"], source)
+    classes = require_classes(subsets["train"], source)
     if "test" in subsets:
         unlabelled = sum(1 for path in subsets["test"].rglob("*") if path.is_file())
         notes.append(
@@ -384,210 +334,3 @@ def count_tree(root: Path) -> dict[str, dict[str, int]]:
         }
         for split in SPLITS
     }
-
-
-# --- merging --------------------------------------------------------------------------------
-
-
-def split_dataset_layout(source: Path) -> dict[str, dict[str, Path]]:
-    """Find the train/validation/test class folders of a split dataset."""
-    if not source.is_dir():
-        raise PipelineError(f"split dataset not found: {source}")
-    root = unwrap_dataset(source)
-    subsets = _subset_folders(root)
-    missing = [name for name in SPLITS if name not in subsets]
-    if missing:
-        raise PipelineError(
-            f"{source} is not a split dataset: no {', '.join(missing)} folder "
-            f"(found {_describe_found(root, source)}); "
-            "run data_split_d1.py or data_split_d2.py first"
-        )
-    return {split: _require_classes(subsets[split], source) for split in SPLITS}
-
-
-def merged_names(
-    entries: Sequence[tuple[str, str, str, Path]],
-) -> list[tuple[str, str, str, Path]]:
-    """Give each (split, class, source name, path) a unique output name in its class folder.
-
-    Every file is prefixed with its source's name; should two still collide, later ones (in
-    sorted order) get a numeric suffix, so names never depend on anything but the inputs.
-    """
-    used: dict[tuple[str, str], set[str]] = defaultdict(set)
-    named: list[tuple[str, str, str, Path]] = []
-    for split, class_name, source_name, path in sorted(
-        entries, key=lambda entry: (entry[0], entry[1], entry[2], entry[3].name)
-    ):
-        taken = used[split, class_name]
-        name = f"{source_name}_{path.name}"
-        counter = 1
-        while name.lower() in taken:
-            counter += 1
-            name = f"{source_name}_{path.stem}~{counter}{path.suffix}"
-        taken.add(name.lower())
-        named.append((split, class_name, name, path))
-    return named
-
-
-def _roll_forward(destination: Path) -> None:
-    """Finish moving a fully built merge into place, if an interrupted run left one."""
-    staging = destination / MERGE_STAGING_NAME
-    journal = staging / MERGE_JOURNAL_NAME
-    if not journal.is_file():
-        return
-    for split in SPLITS:
-        staged, final = staging / split, destination / split
-        if not staged.exists():
-            continue  # moved already
-        if final.exists():
-            if final.is_dir() and not any(final.iterdir()):
-                final.rmdir()
-            elif read_stamp(final) == read_stamp(staged):
-                shutil.rmtree(staged)  # the same, deterministic output is already in place
-                continue
-            else:
-                raise PipelineError(
-                    f"{final} changed while a merge was being completed; remove it and "
-                    f"{staging}, then run the merge again"
-                )
-        os.rename(staged, final)
-    report = staging / MERGE_REPORT_NAME
-    if report.exists():
-        os.replace(report, destination / MERGE_REPORT_NAME)
-    journal.unlink()
-    shutil.rmtree(staging)
-
-
-def merge_splits(
-    sources: Sequence[Path], destination: Path, workers: int | None = None, quiet: bool = False
-) -> SplitResult:
-    """Merge split datasets into destination/{train,validation,test}/{Fake,Real}.
-
-    The three split folders are built together in a hidden staging folder, a journal marks the
-    build complete, and only then are they renamed into place; a run that finds a journal first
-    finishes those renames, so a merge killed at any moment ends as an uninterrupted one.
-    """
-    _roll_forward(destination)
-    names = [source.name for source in sources]
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        raise PipelineError(f"two sources share the name {duplicates[0]}; rename one of them")
-    entries: list[tuple[str, str, str, Path]] = []
-    fingerprints = []
-    skipped = 0
-    to_check: list[Path] = []
-    for source in sorted(sources, key=lambda path: path.name):
-        layout = split_dataset_layout(source)
-        source_images = []
-        for split in SPLITS:
-            for class_name in CLASS_NAMES:
-                listing = scan_class_folder(layout[split][class_name])
-                skipped += len(listing.skipped)
-                source_images.extend(listing.images)
-                entries.extend((split, class_name, source.name, path) for path in listing.images)
-        fingerprints.append(
-            {"name": source.name, "files": listing_fingerprint(source, source_images)}
-        )
-        # Splits made by this project already left out undecodable files.
-        if (read_stamp(source) or {}).get("stage") not in SPLIT_STAGES:
-            to_check.extend(source_images)
-    stamp = {"stage": "data_merger", "sources": fingerprints}
-    done = [destination_is_done(destination / split, stamp) for split in SPLITS]
-    if all(done):
-        result = SplitResult(counts=count_tree(destination), skipped=skipped, already_done=True)
-        try:
-            report = json.loads((destination / MERGE_REPORT_NAME).read_text(encoding="utf-8"))
-            leaks = report["identical_files_in_different_splits"]
-            result.cross_split_groups = len(leaks)
-            result.cross_split_files = sum(len(files) for files in leaks)
-        except (OSError, ValueError, KeyError, TypeError):
-            pass  # the report is informational; a missing one does not undo the merge
-        return result
-
-    bad = set(find_undecodable(to_check, workers=workers, quiet=quiet))
-    named = merged_names([entry for entry in entries if entry[3] not in bad])
-    staging = destination / MERGE_STAGING_NAME
-    if staging.exists():
-        shutil.rmtree(staging)  # an interrupted build: start again
-    for split in SPLITS:
-        for class_name in CLASS_NAMES:
-            (staging / split / class_name).mkdir(parents=True)
-    digests: dict[str, list[str]] = defaultdict(list)
-    staging_root = os.fspath(staging)
-    try:
-        for split, class_name, name, path in progress(
-            named, total=len(named), description="merge", quiet=quiet
-        ):
-            target = os.path.join(staging_root, split, class_name, name)
-            link_or_copy(path, target)
-            digests[file_digest(target)].append(f"{split}/{class_name}/{name}")
-    except Exception:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    leaks = [
-        sorted(files)
-        for files in digests.values()
-        if len({file.split("/", 1)[0] for file in files}) > 1
-    ]
-    leaks.sort()
-    counts = defaultdict(lambda: dict.fromkeys(CLASS_NAMES, 0))
-    for split, class_name, _, _ in named:
-        counts[split][class_name] += 1
-    counts = {split: dict(counts[split]) for split in SPLITS}
-    report = {
-        "sources": fingerprints,
-        "counts": counts,
-        "undecodable_files_left_out": [str(path) for path in sorted(bad)],
-        "identical_files_in_different_splits": leaks,
-    }
-    atomic_write_text(staging / MERGE_REPORT_NAME, json.dumps(report, indent=2) + "\n")
-    stamp_text = json.dumps(stamp, indent=2, sort_keys=True) + "\n"
-    for split in SPLITS:
-        atomic_write_text(staging / split / STAMP_NAME, stamp_text)
-    atomic_write_text(staging / MERGE_JOURNAL_NAME, stamp_text)
-    _roll_forward(destination)
-    return SplitResult(
-        counts=counts,
-        skipped=skipped,
-        undecodable=sorted(bad),
-        cross_split_groups=len(leaks),
-        cross_split_files=sum(len(files) for files in leaks),
-    )
-
-
-def add_workers_argument(parser: argparse.ArgumentParser) -> None:
-    """Add --workers, the number of processes that check images decode."""
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        help="processes that check every image decodes (default: one per CPU)",
-    )
-
-
-def print_split_summary(result: SplitResult, source: object, destination: Path) -> None:
-    """Print notes and undecodable files on stderr, then the one summary line on stdout."""
-    for note in result.notes:
-        print(f"note: {note}", file=sys.stderr)
-    if result.undecodable:
-        print(
-            f"warning: left out {len(result.undecodable):,} files that are not decodable images: "
-            + ", ".join(str(path) for path in result.undecodable[:_MAX_NAMES_SHOWN])
-            + (
-                f" and {len(result.undecodable) - _MAX_NAMES_SHOWN:,} more"
-                if len(result.undecodable) > _MAX_NAMES_SHOWN
-                else ""
-            ),
-            file=sys.stderr,
-        )
-    parts = ", ".join(
-        f"{split} {sum(result.counts[split].values()):,} "
-        f"({', '.join(f'{name} {count:,}' for name, count in result.counts[split].items())})"
-        for split in SPLITS
-    )
-    verb = "already done" if result.already_done else "wrote"
-    print(
-        f"{verb}: {result.total:,} images from {source} in {destination}: {parts}; "
-        f"skipped {result.skipped:,} non-image files, left out {len(result.undecodable):,} "
-        "undecodable"
-    )

@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,91 @@ def kill_when_staged(process: subprocess.Popen, staging: Path, files: int) -> No
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     process.wait()
+
+
+def _process_status(pid: int) -> tuple[str, int] | None:
+    """(state, parent id) of a running process from /proc, or None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[0], int(fields[1])
+
+
+def child_processes(pid: int) -> set[int]:
+    """Process ids whose parent is `pid` (Linux /proc)."""
+    children = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            status = _process_status(int(entry.name))
+            if status is not None and status[1] == pid:
+                children.add(int(entry.name))
+    return children
+
+
+def is_running(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie (dead, waiting to be reaped)."""
+    status = _process_status(pid)
+    return status is not None and status[0] not in ("Z", "X")
+
+
+def kill_stage_leaving_workers(
+    command: list[str], cwd: Path, workers: int, busy: Callable[[], bool] = lambda: True
+) -> set[int]:
+    """Start a stage, SIGKILL it (it alone) once it runs `workers` child processes and `busy()`
+    says they are at work, and return the ids of those that still run 5 s later; any such
+    orphan is then killed too."""
+    process = subprocess.Popen(
+        command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    children: set[int] = set()
+    deadline = time.monotonic() + 60
+    try:
+        while process.poll() is None and time.monotonic() < deadline:
+            children = child_processes(process.pid)
+            if len(children) >= workers and busy():
+                break
+            time.sleep(0.005)
+        assert len(children) >= workers, "the stage ended before it started its workers"
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(map(is_running, children)):
+        time.sleep(0.05)
+    survivors = {pid for pid in children if is_running(pid)}
+    for pid in survivors:
+        os.kill(pid, signal.SIGKILL)
+    return survivors
+
+
+def interrupt_stage(
+    command: list[str], cwd: Path, workers: int, busy: Callable[[], bool] = lambda: True
+) -> subprocess.CompletedProcess:
+    """Start a stage in a session of its own and, once it runs `workers` child processes and
+    `busy()` holds, send SIGINT to all of it, as Ctrl-C at a terminal does; return its result."""
+    process = subprocess.Popen(
+        command,
+        cwd=cwd,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while process.poll() is None and time.monotonic() < deadline:
+        if len(child_processes(process.pid)) >= workers and busy():
+            break
+        time.sleep(0.005)
+    time.sleep(0.2)  # a person's Ctrl-C comes while the workers work, not as they are forked
+    try:
+        os.killpg(process.pid, signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def snapshot(root: Path) -> dict[str, bytes]:

@@ -6,12 +6,18 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from io import BytesIO
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_tree, snapshot, write_image
+from conftest import (
+    interrupt_stage,
+    kill_stage_leaving_workers,
+    make_tree,
+    snapshot,
+    write_image,
+)
 from PIL import Image
 
 import data_augmentation
@@ -22,6 +28,7 @@ from realfake.augmentation import (
     augment_pixels,
     output_draws,
 )
+from realfake.fastjpeg import plain_jpeg_size
 from realfake.fileops import STAMP_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -231,6 +238,26 @@ def test_preview_shows_originals_beside_copies(tmp_path):
     assert image.format == "PNG"
     assert image.size == (4 + 96 + 12 + 6 * 100, 4 + 6 * 100)
     assert not list((tmp_path / "augmented").rglob("*.jpg"))
+    # Each row opens with one of the sources, enlarged three times (32 to 96 pixels) without
+    # smoothing; the lower half of that tile lies below the class label drawn over it.
+    enlarged = {
+        path.relative_to(source).as_posix(): np.asarray(Image.open(path).convert("RGB"))
+        .repeat(3, axis=0)
+        .repeat(3, axis=1)
+        for path in source.rglob("*.jpg")
+    }
+    pixels = np.asarray(image.convert("RGB"))
+    shown = []
+    for row in range(6):
+        top = 4 + row * 100
+        lower_half = pixels[top + 48 : top + 96, 4:100]
+        shown += [name for name, big in enlarged.items() if np.array_equal(lower_half, big[48:])]
+        for column in range(6):
+            left = 4 + 96 + 12 + column * 100
+            copy = pixels[top : top + 96, left : left + 96]
+            assert (copy != 255).any(), "a copy's tile is blank"
+            assert not any(np.array_equal(copy, big) for big in enlarged.values())
+    assert len(set(shown)) == 6 and {name.split("/")[0] for name in shown} == {"Fake", "Real"}
 
 
 @pytest.mark.parametrize(
@@ -256,54 +283,6 @@ def test_missing_source_is_a_one_line_error(tmp_path, capsys):
         capsys.readouterr().err.strip()
         == f"error: source folder {tmp_path / 'nowhere'} does not exist"
     )
-
-
-@pytest.mark.parametrize(
-    "options",
-    [
-        {"quality": 95},
-        {"quality": 75, "subsampling": 0},
-        {"quality": 90, "subsampling": 1},
-        {"progressive": True},
-        {"quality": 60, "optimize": True},
-    ],
-)
-def test_fast_jpeg_decoding_gives_load_rgbs_pixels(tmp_path, options):
-    from realfake.images import load_rgb
-
-    pixels = np.random.default_rng(1).integers(0, 256, size=(9, 12, 3), dtype=np.uint8)
-    path = tmp_path / "photo.jpg"
-    Image.fromarray(pixels).resize((45, 31)).save(path, format="JPEG", **options)
-    assert augmentation.plain_jpeg_size(path.read_bytes()) == (45, 31)
-    assert np.array_equal(augmentation.decode_source(path, None), load_rgb(path))
-
-
-def test_jpegs_needing_the_full_decoder_take_it(tmp_path):
-    from realfake.images import load_rgb
-
-    grey = tmp_path / "grey.jpg"
-    Image.fromarray(np.full((8, 8), 90, dtype=np.uint8)).save(grey)
-    rotated = tmp_path / "rotated.jpg"
-    exif = Image.Exif()
-    exif[0x0112] = 6  # orientation: rotate on display
-    Image.new("RGB", (16, 8), "red").save(rotated, exif=exif)
-    for path in (grey, rotated, write_image(tmp_path / "x.png", seed=1)):
-        assert augmentation.plain_jpeg_size(path.read_bytes()) is None
-        assert np.array_equal(augmentation.decode_source(path, None), load_rgb(path))
-    assert augmentation.decode_source(rotated, None).shape == (16, 8, 3)
-
-
-def test_direct_jpeg_encoding_gives_the_bytes_of_save():
-    writer = augmentation.JpegWriter()
-    assert writer.direct  # on the Pillow this project pins; otherwise it falls back to save()
-    rng = np.random.default_rng(3)
-    for size in ((32, 32), (45, 31), (300, 7)):
-        smooth = rng.integers(0, 256, size=(4, 4, 3), dtype=np.uint8)
-        image = Image.fromarray(smooth).resize(size, Image.Resampling.BICUBIC)
-        for candidate in (image, image.convert("RGBX")):
-            expected = BytesIO()
-            candidate.save(expected, format="JPEG", quality=augmentation.JPEG_QUALITY)
-            assert writer.encode(candidate) == expected.getvalue()
 
 
 @pytest.mark.parametrize(
@@ -334,20 +313,33 @@ def test_broken_source_is_a_one_line_error(tmp_path, capsys):
     broken = write_image(source / "Fake" / "broken.jpg", seed=7)
     data = broken.read_bytes()
     broken.write_bytes(data[: len(data) // 2])  # the header survives, half the pixels do not
-    assert augmentation.plain_jpeg_size(broken.read_bytes()) is not None
+    assert plain_jpeg_size(broken.read_bytes()) is not None
     assert run(source, tmp_path / "augmented", "--copies", 1) == 1
     error = capsys.readouterr().err.strip()
     assert error.startswith(f"error: cannot decode {broken}") and "\n" not in error
 
 
-def test_jpeg_writer_falls_back_to_save_where_the_direct_path_differs(monkeypatch):
-    def wrong(self, image):
-        return b"not what save() writes"
+def slow_augmentation(tmp_path) -> tuple[list[str], Callable[[], bool]]:
+    """A data_augmentation.py run with two workers whose batches take seconds (large outputs),
+    and a check that they are writing."""
+    source = make_tree(tmp_path / "train", {"Fake": 30, "Real": 30})
+    dest = tmp_path / "augmented"
+    command = [sys.executable, str(ROOT / "data_augmentation.py"), "--source", str(source)]
+    command += ["--dest", str(dest), "--copies", "150", "--image-size", "640"]
 
-    monkeypatch.setattr(augmentation.JpegWriter, "_encode", wrong)
-    writer = augmentation.JpegWriter()
-    assert not writer.direct
-    image = Image.fromarray(np.full((8, 8, 3), 120, dtype=np.uint8))
-    expected = BytesIO()
-    image.save(expected, format="JPEG", quality=augmentation.JPEG_QUALITY)
-    assert writer.encode(image) == expected.getvalue()
+    def busy() -> bool:
+        return dest.is_dir() and len(list(dest.rglob("aug_*.jpg"))) >= 20
+
+    return [*command, "--workers", "2", "--quiet"], busy
+
+
+def test_kill_9_of_the_augmentation_leaves_no_worker_behind(tmp_path):
+    command, busy = slow_augmentation(tmp_path)
+    assert kill_stage_leaving_workers(command, tmp_path, workers=2, busy=busy) == set()
+
+
+def test_ctrl_c_during_the_augmentation_exits_130_with_one_line(tmp_path):
+    command, busy = slow_augmentation(tmp_path)
+    finished = interrupt_stage(command, tmp_path, workers=2, busy=busy)
+    assert finished.returncode == 130
+    assert finished.stderr == "error: interrupted; run the same command again to finish\n"

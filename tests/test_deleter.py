@@ -270,3 +270,86 @@ def test_real_cifake_sample_has_no_image_in_two_splits_after_clean_up(
     assert "removed 4 files from data (train/FAKE 3, train/REAL 1)" in summary
     assert snapshot(data / "test") == test_before
     assert all(len(paths) == 1 for paths in digests(data).values())
+
+
+# --- links and boundaries -----------------------------------------------------------------------
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_clean_ups_never_follow_a_linked_class_folder_out_of_the_data_folder(project, capsys):
+    outside = project / "elsewhere" / "photos"
+    (outside / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    copy(outside / "img_0000.jpg", outside / "copy.jpg")
+    copy(outside / "img_0001.jpg", project / "data" / "test" / "Fake" / "img_0001.jpg")
+    (project / "data" / "train" / "Fake").symlink_to(outside)
+    before = snapshot(project)
+    assert delete("--corrupt", "data", "--duplicates", "data", "--yes") == 1
+    assert "is outside the data folder" in one_line_error(capsys)
+    assert snapshot(project) == before
+
+
+def test_clean_ups_reach_raw_data_through_a_link_only_with_include_raw(project, capsys):
+    raw_real = project / "data" / "raw" / "cifake" / "train" / "REAL"
+    (project / "data" / "validation").mkdir()
+    (project / "data" / "validation" / "Real").symlink_to(raw_real)
+    copy(raw_real / "img_0000.jpg", project / "data" / "test" / "Real" / "same.jpg")
+    (raw_real / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    before = snapshot(project)
+    for mode in ("--corrupt", "--duplicates"):
+        assert delete(mode, "data", "--yes") == 1
+        assert "is raw extracted data" in one_line_error(capsys)
+        assert snapshot(project) == before
+    assert delete("--corrupt", "data", "--duplicates", "data", "--yes", "--include-raw") == 0
+    assert sorted(p.name for p in raw_real.iterdir()) == ["img_0001.jpg"]
+    assert (project / "data" / "validation" / "Real").is_symlink()
+
+
+def test_a_linked_split_folder_is_checked_like_a_linked_class_folder(project, capsys):
+    make_tree(project / "elsewhere" / "split", {"Fake": 2, "Real": 1})
+    (project / "elsewhere" / "split" / "Fake" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (project / "data" / "validation").symlink_to(project / "elsewhere" / "split")
+    before = snapshot(project)
+    assert delete("--corrupt", "data", "--yes") == 1
+    assert "is outside the data folder" in one_line_error(capsys)
+    assert snapshot(project) == before
+
+
+@pytest.mark.parametrize("data_root", ["/", "~", ".", "..", "PROJECT", "ABOVE_PROJECT"])
+def test_a_data_root_holding_the_system_home_or_project_is_refused(
+    project, monkeypatch, capsys, data_root
+):
+    home = project / "home"
+    make_tree(home, {"documents": 2})
+    monkeypatch.setenv("HOME", str(home))
+    victim = project / "elsewhere" / "photos"
+    if data_root == "~":
+        data_root, victim = str(home), home / "documents"
+    elif data_root == "..":
+        monkeypatch.chdir(project / "data")
+    elif data_root in ("PROJECT", "ABOVE_PROJECT"):
+        # A path that does not exist, so nothing of the checkout is at risk on failure.
+        package_parent = Path(cleaning.__file__).resolve().parent.parent
+        data_root = str(package_parent if data_root == "PROJECT" else package_parent.parent)
+        victim = package_parent / "no_such_folder_here"
+    before = snapshot(project)
+    assert delete("--data-root", data_root, victim, "--yes") == 1
+    assert "refusing data root" in one_line_error(capsys)
+    assert snapshot(project) == before
+
+
+def test_file_count_counts_each_link_once_and_matches_what_is_removed(project, capsys):
+    interim = project / "data" / "interim"
+    (interim / "to_folder").symlink_to(project / "elsewhere" / "photos")
+    (interim / "to_file").symlink_to(project / "elsewhere" / "photos" / "img_0000.jpg")
+    (interim / "dangling").symlink_to(project / "nowhere")
+    assert delete("data/interim") == 0
+    assert "delete: data/interim (6 files)" in capsys.readouterr().out
+    assert delete("data/interim", "--yes") == 0
+    out = capsys.readouterr().out
+    assert "delete: data/interim (6 files)" in out and "removed 1 path(s), 6 files" in out
+    assert len(list((project / "elsewhere" / "photos").iterdir())) == 2

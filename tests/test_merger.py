@@ -11,7 +11,7 @@ import pytest
 from conftest import kill_when_staged, make_tree, snapshot
 
 import data_merger
-from realfake import splitting
+from realfake import fileops, merging
 from realfake.fileops import STAMP_NAME
 
 SPLIT_COUNTS = {"train": 4, "validation": 2, "test": 2}
@@ -43,7 +43,7 @@ def merged(destination: Path) -> dict[str, bytes]:
     tree = {}
     for name in ("train", "validation", "test"):
         tree.update({f"{name}/{k}": v for k, v in snapshot(destination / name).items()})
-    tree["report"] = (destination / splitting.MERGE_REPORT_NAME).read_bytes()
+    tree["report"] = (destination / merging.MERGE_REPORT_NAME).read_bytes()
     return tree
 
 
@@ -70,7 +70,21 @@ def test_merge_prefixes_names_keeps_bytes_and_leaves_sources(interim, tmp_path, 
                 source, original = name.split("_img_")
                 data = (destination / split / cls / name).read_bytes()
                 assert data == before[f"{source}/{split}/{cls}/img_{original}"]
-    assert not (destination / splitting.MERGE_STAGING_NAME).exists()
+    assert not (destination / merging.MERGE_STAGING_NAME).exists()
+
+
+def test_without_hard_links_the_merge_copies_byte_identical_files(interim, tmp_path, monkeypatch):
+    assert run(sorted(interim.iterdir()), tmp_path / "linked") == 0
+
+    def no_links(source, destination, **options):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(fileops.os, "link", no_links)
+    assert run(sorted(interim.iterdir()), tmp_path / "copied") == 0
+    assert merged(tmp_path / "copied") == merged(tmp_path / "linked")
+    inputs = {path.stat().st_ino for path in interim.rglob("*.jpg")}
+    copies = list((tmp_path / "copied").rglob("*.jpg"))
+    assert len(copies) == 32 and not inputs & {path.stat().st_ino for path in copies}
 
 
 def test_default_sources_and_rerun_changes_nothing(interim, tmp_path, monkeypatch, capsys):
@@ -94,7 +108,7 @@ def test_identical_files_in_different_splits_are_reported(interim, tmp_path, cap
     captured = capsys.readouterr()
     assert "3 files in 1 groups of identical content sit in different splits" in captured.err
     assert f"data_deleter.py --duplicates {tmp_path / 'data'}` keeps one copy" in captured.err
-    report = json.loads((tmp_path / "data" / splitting.MERGE_REPORT_NAME).read_text())
+    report = json.loads((tmp_path / "data" / merging.MERGE_REPORT_NAME).read_text())
     assert report["identical_files_in_different_splits"] == [
         [
             "test/Fake/fake_or_real_copy.jpg",
@@ -162,13 +176,13 @@ def test_merged_names_resolve_collisions_deterministically(tmp_path):
         ("train", "Fake", "a", tmp_path / "b_x.jpg"),
         ("train", "Real", "a", tmp_path / "b_x.jpg"),
     ]
-    named = splitting.merged_names(entries)
+    named = merging.merged_names(entries)
     assert [(split, cls, name) for split, cls, name, _ in named] == [
         ("train", "Fake", "a_b_x.jpg"),
         ("train", "Fake", "a_b_x~2.jpg"),
         ("train", "Real", "a_b_x.jpg"),
     ]
-    assert splitting.merged_names(list(reversed(entries))) == named
+    assert merging.merged_names(list(reversed(entries))) == named
 
 
 @pytest.fixture
@@ -182,7 +196,7 @@ def clean_merge(interim, tmp_path):
 def test_merge_killed_while_linking_reruns_to_the_same_result(
     interim, tmp_path, monkeypatch, clean_merge, kill_after
 ):
-    real_link = splitting.link_or_copy
+    real_link = merging.link_or_copy
     calls = {"n": 0}
 
     def link_then_die(source, destination):
@@ -192,14 +206,14 @@ def test_merge_killed_while_linking_reruns_to_the_same_result(
         real_link(source, destination)
 
     sources = [interim / "cifake", interim / "fake_or_real"]
-    monkeypatch.setattr(splitting, "link_or_copy", link_then_die)
+    monkeypatch.setattr(merging, "link_or_copy", link_then_die)
     with pytest.raises(Killed):
         run(sources, tmp_path / "data")
     assert not (tmp_path / "data" / "train").exists()
-    monkeypatch.setattr(splitting, "link_or_copy", real_link)
+    monkeypatch.setattr(merging, "link_or_copy", real_link)
     assert run(sources, tmp_path / "data") == 0
     assert merged(tmp_path / "data") == clean_merge
-    assert not (tmp_path / "data" / splitting.MERGE_STAGING_NAME).exists()
+    assert not (tmp_path / "data" / merging.MERGE_STAGING_NAME).exists()
 
 
 @pytest.mark.parametrize("kill_at_rename", [1, 2, 3])
@@ -216,17 +230,17 @@ def test_merge_killed_while_moving_into_place_rolls_forward(
         real_rename(source, destination)
 
     sources = [interim / "cifake", interim / "fake_or_real"]
-    monkeypatch.setattr(splitting.os, "rename", rename_then_die)
+    monkeypatch.setattr(merging.os, "rename", rename_then_die)
     with pytest.raises(Killed):
         run(sources, tmp_path / "data")
-    monkeypatch.setattr(splitting.os, "rename", real_rename)
+    monkeypatch.setattr(merging.os, "rename", real_rename)
     moved = [
         name for name in ("train", "validation", "test") if (tmp_path / "data" / name).exists()
     ]
     assert len(moved) == kill_at_rename - 1  # some splits in place, the rest still staged
     assert run(sources, tmp_path / "data") == 0
     assert merged(tmp_path / "data") == clean_merge
-    assert not (tmp_path / "data" / splitting.MERGE_STAGING_NAME).exists()
+    assert not (tmp_path / "data" / merging.MERGE_STAGING_NAME).exists()
 
 
 def test_a_deleted_split_is_rebuilt_identically(interim, tmp_path, clean_merge):
@@ -262,7 +276,7 @@ def test_kill_9_midway_then_rerun_matches(tmp_path):
     killed_midway = 0
     for files_linked in (10, 1500):
         destination = tmp_path / f"data_{files_linked}"
-        staging = destination / splitting.MERGE_STAGING_NAME
+        staging = destination / merging.MERGE_STAGING_NAME
         process = subprocess.Popen([*command, str(destination)], stdout=subprocess.DEVNULL)
         kill_when_staged(process, staging, files_linked)
         killed_midway += staging.exists()

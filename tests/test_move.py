@@ -40,15 +40,39 @@ def expected_after_move(train, augmented_folder) -> dict[str, bytes]:
 
 def test_moves_every_file_into_the_matching_class_folder(augmented, capsys):
     train, source = augmented
-    expected = expected_after_move(train, source)
+    # Class folders spelt differently on each side: Fake -> FAKE, Real -> real_images.
+    (source / "FAKE").rename(source / "Fake")
+    (source / "real").rename(source / "Real")
+    (train / "real").rename(train / "real_images")
+    expected = snapshot(train)
+    target = {"Fake": "FAKE", "Real": "real_images"}
+    for name, data in snapshot(source).items():
+        if not name.endswith(STAMP_NAME):
+            folder, file_name = name.split("/")
+            expected[f"{target[folder]}/{file_name}"] = data
     assert move(source, train) == 0
     assert snapshot(train) == expected
+    assert sorted(p.name for p in train.iterdir()) == ["FAKE", "real_images"]
     assert len(list((train / "FAKE").iterdir())) == 5 + 10
-    assert len(list((train / "real").iterdir())) == 4 + 8
+    assert len(list((train / "real_images").iterdir())) == 4 + 8
     assert not source.exists()
     assert capsys.readouterr().out.strip() == (
         f"move: moved 18 images into {train} (Fake 10, Real 8); removed {source}"
     )
+
+
+def test_without_hard_links_the_move_copies_then_removes_the_source(augmented, monkeypatch):
+    train, source = augmented
+    expected = expected_after_move(train, source)
+
+    def no_links(source, destination, **options):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(fileops.os, "link", no_links)
+    assert move(source, train) == 0
+    assert snapshot(train) == expected
+    assert not source.exists()
+    assert not list(train.rglob(".*.moving"))
 
 
 def test_missing_destination_class_folder_is_created(tmp_path):
@@ -135,3 +159,28 @@ def test_augmentation_with_nothing_to_add_moves_nothing_and_tidies_up(tmp_path, 
         .out.strip()
         .endswith(f"move: moved 0 images into {train}; removed {dest}")
     )
+
+
+def test_a_linked_class_folder_leading_out_of_the_source_is_refused(augmented, tmp_path, capsys):
+    train, source = augmented
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (source / "FAKE").rename(elsewhere / "FAKE")
+    (source / "FAKE").symlink_to(elsewhere / "FAKE")
+    before = snapshot(tmp_path)
+    assert move(source, train) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: refusing {source / 'FAKE'}: ") and err.count("\n") == 1
+    assert "outside" in err
+    assert snapshot(tmp_path) == before
+
+
+def test_raw_data_is_never_moved_out_of(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    raw = make_tree(tmp_path / "data" / "raw" / "cifake", {"Fake": 2, "Real": 2})
+    train = make_tree(tmp_path / "data" / "train", {"Fake": 1, "Real": 1})
+    before = snapshot(tmp_path)
+    assert move("data/raw/cifake", "data/train") == 1
+    assert "raw extracted data" in capsys.readouterr().err
+    assert snapshot(tmp_path) == before
+    assert raw.is_dir() and train.is_dir()

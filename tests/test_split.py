@@ -1,18 +1,27 @@
 """data_split_d2.py (CIFAKE) and data_split_d1.py (Fake-or-Real): stratified, deterministic,
 byte-identical, alias-aware, kill-safe splits that never touch the raw data."""
 
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
-from conftest import kill_when_staged, make_tree, snapshot, write_image
+from conftest import (
+    interrupt_stage,
+    kill_stage_leaving_workers,
+    kill_when_staged,
+    make_tree,
+    snapshot,
+    write_image,
+)
 
 import data_merger
 import data_split_d1
 import data_split_d2
 import data_unzipper
-from realfake import splitting
+from realfake import fileops, splitting
 from realfake.fileops import STAMP_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,6 +94,21 @@ def test_cifake_split_counts_bytes_and_raw_untouched(cifake_raw, tmp_path, capsy
     assert {n for n in written if n.startswith("test/")} == {
         f"test/{cls}/img_{i:04d}.jpg" for cls in ("Fake", "Real") for i in range(5)
     }
+
+
+def test_without_hard_links_the_split_copies_identical_bytes(cifake_raw, tmp_path, monkeypatch):
+    assert run_d2(cifake_raw, tmp_path / "linked") == 0
+
+    def no_links(source, destination, **options):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(fileops.os, "link", no_links)
+    destination = tmp_path / "copied"
+    assert run_d2(cifake_raw, destination) == 0
+    assert outputs(destination) == outputs(tmp_path / "linked")
+    raw_files = {path.stat().st_ino for path in cifake_raw.rglob("*.jpg")}
+    copies = [path for path in destination.rglob("*.jpg")]
+    assert len(copies) == 50 and not raw_files & {path.stat().st_ino for path in copies}
 
 
 def test_split_is_deterministic_and_depends_on_the_seed(cifake_raw, tmp_path):
@@ -255,21 +279,36 @@ def test_fake_or_real_deterministic_and_kill_safe(fake_or_real_raw, tmp_path, mo
     assert snapshot(tmp_path / "a") == snapshot(tmp_path / "b")
 
 
-def test_undecodable_check_runs_in_worker_processes(tmp_path):
-    paths = [write_image(tmp_path / f"{index}.png", seed=index, size=4) for index in range(40)]
+def test_undecodable_check_runs_in_worker_processes(tmp_path, monkeypatch):
+    good = write_image(tmp_path / "good.png", seed=1, size=4)
+    paths = []
+    for index in range(300):  # five steps of 64 files: work for both workers
+        os.link(good, tmp_path / f"{index}.png")
+        paths.append(tmp_path / f"{index}.png")
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     paths.insert(17, tmp_path / "bad.png")
     whole = write_image(tmp_path / "whole.jpg", seed=99, size=64).read_bytes()
     (tmp_path / "cut.jpg").write_bytes(whole[: len(whole) // 2])
-    paths.insert(30, tmp_path / "cut.jpg")
-    monkeypatch_threshold = splitting._POOL_THRESHOLD
-    try:
-        splitting._POOL_THRESHOLD = 10
-        expected = [tmp_path / "bad.png", tmp_path / "cut.jpg"]
-        assert splitting.find_undecodable(paths, workers=2, quiet=True) == expected
-        assert splitting.find_undecodable(paths, workers=1, quiet=True) == expected
-    finally:
-        splitting._POOL_THRESHOLD = monkeypatch_threshold
+    paths.insert(230, tmp_path / "cut.jpg")
+    checked_in = tmp_path / "checked_in"
+    checked_in.mkdir()
+    real_check = splitting.is_decodable
+
+    def recording_check(path):
+        (checked_in / str(os.getpid())).touch()  # forked workers inherit this patch
+        time.sleep(0.002)
+        return real_check(path)
+
+    monkeypatch.setattr(splitting, "is_decodable", recording_check)
+    monkeypatch.setattr(splitting, "_POOL_THRESHOLD", 10)
+    expected = [tmp_path / "bad.png", tmp_path / "cut.jpg"]
+    assert splitting.find_undecodable(paths, workers=2, quiet=True) == expected
+    workers = {int(path.name) for path in checked_in.iterdir()}
+    assert len(workers) == 2 and os.getpid() not in workers
+    for path in checked_in.iterdir():
+        path.unlink()
+    assert splitting.find_undecodable(paths, workers=1, quiet=True) == expected
+    assert [int(path.name) for path in checked_in.iterdir()] == [os.getpid()]
 
 
 def test_real_cifake_sample_archive(cifake_sample_archive, tmp_path, monkeypatch):
@@ -314,3 +353,28 @@ def test_kill_9_midway_then_rerun_matches(tmp_path):
         assert snapshot(destination) == expected
         assert not staging.exists()
     assert killed_midway >= 1  # the kill really interrupted a split at least once
+
+
+def slow_split_command(tmp_path) -> list[str]:
+    """A data_split_d2.py run with two workers that decode for seconds: enough files for the
+    process pool, each name a hard link to one large PNG."""
+    big = write_image(tmp_path / "big.png", seed=1, size=400)
+    source = tmp_path / "raw" / "cifake"
+    for subset, count in (("train", 1000), ("test", 1)):
+        for folder in ("REAL", "FAKE"):
+            (source / subset / folder).mkdir(parents=True)
+            for index in range(count):
+                os.link(big, source / subset / folder / f"{index}.png")
+    command = [sys.executable, str(ROOT / "data_split_d2.py"), "--source", str(source)]
+    return [*command, "--dest", str(tmp_path / "out"), "--workers", "2", "--quiet"]
+
+
+def test_kill_9_of_the_split_leaves_no_worker_behind(tmp_path):
+    assert kill_stage_leaving_workers(slow_split_command(tmp_path), tmp_path, workers=2) == set()
+
+
+def test_ctrl_c_during_the_split_exits_130_with_one_line(tmp_path):
+    finished = interrupt_stage(slow_split_command(tmp_path), tmp_path, workers=2)
+    assert finished.returncode == 130
+    assert finished.stderr == "error: interrupted; run the same command again to finish\n"
+    assert not (tmp_path / "out").exists()

@@ -131,6 +131,16 @@ BAD_ARCHIVES = {
     "zip-slip ..": (lambda p: _zip_with(p, ("train/../../evil.txt", b"x")), [], "'..'"),
     "zip-slip backslash ..": (lambda p: _zip_with(p, ("..\\evil.txt", b"x")), [], "'..'"),
     "symlink entry": (lambda p: _zip_with(p, (_symlink_entry(), b"/etc/passwd")), [], "symbolic"),
+    "entry nested 2,000 folders deep": (
+        lambda p: _zip_with(p, ("a/" * 2000 + "x.jpg", b"x")),
+        [],
+        "is nested 2,000 folders deep",
+    ),
+    "folder entry nested 2,000 folders deep": (
+        lambda p: _zip_with(p, ("d/" * 2000, b"")),
+        [],
+        "is nested 2,000 folders deep",
+    ),
     "zip bomb ratio": (
         lambda p: _zip_with(p, ("train/FAKE/zeros.bin", bytes(4 << 20))),
         [],
@@ -256,3 +266,10 @@ def test_write_zip_round_trips_and_is_reproducible(image_tree, tmp_path):
     archive_module.unzip_archive(first, tmp_path / "out", quiet=True)
     expected = {k: v for k, v in snapshot(tree).items() if k != ".hidden"}
     assert without_stamp(snapshot(tmp_path / "out")) == expected
+
+
+def test_entries_nested_as_deep_as_allowed_extract(tmp_path):
+    deepest = "level/" * archive_module.MAX_ENTRY_DEPTH + "x.jpg"
+    path = _zip_with(tmp_path / "deep.zip", (deepest, b"deep"))
+    assert data_unzipper.main([str(path), "--dest", str(tmp_path / "out"), "--quiet"]) == 0
+    assert (tmp_path / "out" / deepest).read_bytes() == b"deep"

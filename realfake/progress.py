@@ -1,0 +1,17 @@
+"""Progress bars: the one tqdm wrapper that library code and stage scripts share."""
+
+import sys
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+from tqdm import tqdm
+
+T = TypeVar("T")
+
+
+def progress(
+    iterable: Iterable[T], *, total: int | None = None, description: str = "", quiet: bool = False
+) -> Iterator[T]:
+    """Wrap a loop in a tqdm bar on stderr, shown only on a terminal and when not quiet."""
+    disable = quiet or not sys.stderr.isatty()
+    return iter(tqdm(iterable, total=total, desc=description, unit="file", disable=disable))
