@@ -41,6 +41,16 @@ def add_quiet_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_verbose_argument(parser: argparse.ArgumentParser) -> None:
+    """Add --verbose, which keeps TensorFlow's start-up and log lines (read by `realfake`'s
+    import, before TensorFlow loads; see `realfake.quiet_tensorflow`)."""
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show TensorFlow's start-up and log lines (hidden by default)",
+    )
+
+
 def add_workers_argument(parser: argparse.ArgumentParser) -> None:
     """Add --workers, the number of processes that check images decode."""
     parser.add_argument(
