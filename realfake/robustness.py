@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -27,12 +28,22 @@ from realfake.inference import FAKE_INDEX
 from realfake.metrics import classification_metrics, predicted_fake
 
 CLEAN = "clean"
-# Family -> (its name in tables, how a level reads, the levels from mild to severe).
-FAMILIES: dict[str, tuple[str, str, tuple[float, ...]]] = {
-    "jpeg": ("JPEG", "quality {}", (95, 90, 75, 60, 40, 25, 10)),
-    "blur": ("blur", "sigma {}", (0.5, 1.0, 1.5, 2.0)),
-    "noise": ("noise", "sigma {}", (2, 4, 8, 16)),
-    "downscale": ("down-scale", "to {} px", (24, 16, 12)),
+
+
+class Family(NamedTuple):
+    """A kind of damage: its name, how one of its rows and one of its levels read, its levels."""
+
+    title: str
+    row_text: str
+    level_text: str
+    levels: tuple[float, ...]  # from mild to severe
+
+
+FAMILIES: dict[str, Family] = {
+    "jpeg": Family("JPEG", "JPEG quality {}", "quality {}", (95, 90, 75, 60, 40, 25, 10)),
+    "blur": Family("blur", "blur sigma {}", "sigma {}", (0.5, 1.0, 1.5, 2.0)),
+    "noise": Family("noise", "noise sigma {}", "sigma {}", (2, 4, 8, 16)),
+    "downscale": Family("down-scale", "down-scale to {} px", "{} px", (24, 16, 12)),
 }
 
 JPEG_QUALITY_RANGE = (30, 100)  # training augmentation, both ends included
@@ -52,8 +63,7 @@ class Perturbation:
         """Words for the table: 'JPEG quality 75', 'blur sigma 1.5', 'down-scale to 16 px'."""
         if self.family == CLEAN:
             return CLEAN
-        title, level_text, _ = FAMILIES[self.family]
-        return f"{title} {level_text.format(format_level(self.level))}"
+        return FAMILIES[self.family].row_text.format(format_level(self.level))
 
 
 def format_level(level: float | None) -> str:
@@ -69,7 +79,7 @@ def perturbations(image_size: int) -> list[Perturbation]:
     Down-scale sides at or above the model's input size are left out: they would not shrink.
     """
     rows = [Perturbation(CLEAN)]
-    for family, (_, _, levels) in FAMILIES.items():
+    for family, (_, _, _, levels) in FAMILIES.items():
         for level in levels:
             if family == "downscale" and level >= image_size:
                 continue
@@ -247,7 +257,7 @@ def summary_lines(rows: list[dict]) -> list[str]:
     """One line per family for the model card: 'JPEG: 96% clean -> 51% at quality 10'."""
     clean = next((row for row in rows if row["family"] == CLEAN), None)
     lines = []
-    for family, (title, level_text, _) in FAMILIES.items():
+    for family, (title, _, level_text, _) in FAMILIES.items():
         family_rows = [row for row in rows if row["family"] == family]
         if not family_rows:
             continue
@@ -265,14 +275,14 @@ def plot_robustness(rows: list[dict], path: Path, title: str) -> Path:
 
     clean = next((row for row in rows if row["family"] == CLEAN), None)
     figure, axes = plt.subplots(figsize=(7.5, 4.8))
-    for family, (title, level_text, _) in FAMILIES.items():
+    for family, (family_title, _, level_text, _) in FAMILIES.items():
         family_rows = [row for row in rows if row["family"] == family]
         if not family_rows:
             continue
         levels = [row["level"] for row in family_rows]
         steps = list(range(1, len(family_rows) + 1))
         accuracies = [row["accuracy"] * 100 for row in family_rows]
-        label = f"{title} ({level_text.format(', '.join(map(format_level, levels)))})"
+        label = f"{family_title} ({level_text.format(', '.join(map(format_level, levels)))})"
         start = [(0, clean["accuracy"] * 100)] if clean is not None else []
         points = start + list(zip(steps, accuracies, strict=True))
         (line,) = axes.plot(*zip(*points, strict=True), marker="o", label=label)
@@ -349,10 +359,13 @@ def augment_for_robustness(
     seed,
     jpeg_probability: float = 0.0,
     blur_probability: float = 0.0,
+    jpeg_quality_range: tuple[int, int] = JPEG_QUALITY_RANGE,
+    blur_sigma_range: tuple[float, float] = BLUR_SIGMA_RANGE,
 ):
     """uint8 images (n, h, w, 3) or one (h, w, 3), each blurred with probability
-    `blur_probability` (sigma uniform in 0-3) and then re-encoded as JPEG with probability
-    `jpeg_probability` (quality uniform in 30-100), the order CNNDetection uses.
+    `blur_probability` (sigma uniform in `blur_sigma_range`, default 0-3) and then re-encoded as
+    JPEG with probability `jpeg_probability` (quality uniform in `jpeg_quality_range`, both ends
+    included, default 30-100), the order CNNDetection uses.
 
     `seed` is a shape-[2] integer tensor; the same images and seed give the same output, and each
     image draws its own decisions, sigma and quality from it.
@@ -368,13 +381,13 @@ def augment_for_robustness(
         tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=4)
     )
     if blur_probability > 0:
-        low, high = BLUR_SIGMA_RANGE
+        low, high = blur_sigma_range
         sigma = tf.random.stateless_uniform([count], blur_seed, low, high)
         chosen = tf.random.stateless_uniform([count], blur_choice_seed) < blur_probability
         sigma = tf.where(chosen, sigma, 0.0)
         images = gaussian_blur(images, sigma, reach=math.ceil(KERNEL_REACH * high))
     if jpeg_probability > 0:
-        low, high = JPEG_QUALITY_RANGE
+        low, high = jpeg_quality_range
         quality = tf.random.stateless_uniform([count], jpeg_seed, low, high + 1, dtype=tf.int32)
         chosen = tf.random.stateless_uniform([count], jpeg_choice_seed) < jpeg_probability
 
