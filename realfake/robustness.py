@@ -269,35 +269,31 @@ def summary_lines(rows: list[dict]) -> list[str]:
 
 
 def plot_robustness(rows: list[dict], path: Path, title: str) -> Path:
-    """Accuracy against severity step, one line per family starting from the clean accuracy,
-    each point labelled with its level, and the 50% chance line."""
+    """Accuracy against severity step, one line per family starting from the clean accuracy (its
+    levels in order in the legend), and the 50% chance line."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     clean = next((row for row in rows if row["family"] == CLEAN), None)
     figure, axes = plt.subplots(figsize=(7.5, 4.8))
+    markers = iter("osD^v<>")
     for family, (family_title, _, level_text, _) in FAMILIES.items():
         family_rows = [row for row in rows if row["family"] == family]
         if not family_rows:
             continue
-        levels = [row["level"] for row in family_rows]
-        steps = list(range(1, len(family_rows) + 1))
-        accuracies = [row["accuracy"] * 100 for row in family_rows]
-        label = f"{family_title} ({level_text.format(', '.join(map(format_level, levels)))})"
-        start = [(0, clean["accuracy"] * 100)] if clean is not None else []
-        points = start + list(zip(steps, accuracies, strict=True))
-        (line,) = axes.plot(*zip(*points, strict=True), marker="o", label=label)
-        for step, accuracy, level in zip(steps, accuracies, levels, strict=True):
-            axes.annotate(
-                format_level(level),
-                (step, accuracy),
-                textcoords="offset points",
-                xytext=(0, 6),
-                ha="center",
-                fontsize=7,
-                color=line.get_color(),
-            )
+        levels = ", ".join(format_level(row["level"]) for row in family_rows)
+        points = [(0, clean["accuracy"])] if clean is not None else []
+        points += [(step, row["accuracy"]) for step, row in enumerate(family_rows, start=1)]
+        steps, accuracies = zip(*points, strict=True)
+        axes.plot(
+            steps,
+            [100 * accuracy for accuracy in accuracies],
+            marker=next(markers),
+            label=f"{family_title} ({level_text.format(levels)})",
+        )
     axes.axhline(50, linestyle="--", color="grey", label="chance (50%)")
-    axes.set_xlabel("severity step (0 = clean images; each point labelled with its level)")
+    axes.set_xlabel("severity step (0 = clean images, then each family's levels in legend order)")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_ylabel("accuracy at the card's threshold (%)")
     axes.set_ylim(0, 105)
     axes.set_title(title)
