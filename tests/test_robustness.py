@@ -69,7 +69,7 @@ def test_the_rows_are_clean_then_each_family_mild_to_severe():
     assert [row.level for row in small] == [12]
 
 
-def test_jpeg_loses_more_at_lower_quality_and_is_deterministic():
+def test_jpeg_loses_more_at_lower_quality_and_is_deterministic(tmp_path):
     images = textured_images(6)
     q95, q10 = robustness.jpeg(images, 95), robustness.jpeg(images, 10)
     assert q95.shape == images.shape and q95.dtype == np.uint8
@@ -79,7 +79,7 @@ def test_jpeg_loses_more_at_lower_quality_and_is_deterministic():
     assert 0 < error_95 < error_10
     np.testing.assert_array_equal(robustness.jpeg(images, 10), q10)
     # The same as saving a JPEG file with Pillow at that quality and reading it back.
-    Image.fromarray(images[2]).save(path := "/dev/shm/realfake-q10.jpg", quality=10)
+    Image.fromarray(images[2]).save(path := tmp_path / "q10.jpg", quality=10)
     with Image.open(path) as reread:
         np.testing.assert_array_equal(q10[2], np.asarray(reread.convert("RGB")))
 
