@@ -48,7 +48,7 @@ FAMILIES: dict[str, Family] = {
 
 JPEG_QUALITY_RANGE = (30, 100)  # training augmentation, both ends included
 BLUR_SIGMA_RANGE = (0.0, 3.0)
-# The Gaussian kernel reaches three standard deviations; beyond that its weights are below 1%.
+# The Gaussian kernel reaches three standard deviations; the tails beyond hold 0.3% of its weight.
 KERNEL_REACH = 3.0
 
 
