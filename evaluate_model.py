@@ -7,10 +7,13 @@ the output folder:
     metrics.json           loss, accuracy, precision, recall, AUC, F1 (Fake positive)
     confusion_matrix.png   true against predicted class at the card's threshold
     roc_curve.png          ROC curve of P(Fake)
+    robustness.png         with --robustness: accuracy under JPEG re-encoding, blur, noise and
+                           down-scaling, at the same threshold (metrics.json gains `robustness`)
 The metrics are printed; the last line of stdout is them as one JSON object.
 
 Example:
     python evaluate_model.py --model models/ai_real_image_classifier_resnet101.h5 --data data/test
+    python evaluate_model.py --data data/test --robustness --robustness-per-class 500
 """
 
 import argparse
@@ -51,6 +54,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="P(Fake) at or above which an image is called Fake (default: the model card's)",
     )
+    parser.add_argument(
+        "--robustness",
+        action="store_true",
+        help="also re-score under JPEG re-encoding (quality 95-10), Gaussian blur (sigma 0.5-2), "
+        "Gaussian noise (sigma 2-16 of 255) and down-scaling (to 24, 16, 12 pixels and back), "
+        "at the same threshold; writes robustness.png and a `robustness` list in metrics.json",
+    )
+    parser.add_argument(
+        "--robustness-per-class",
+        type=int,
+        default=None,
+        metavar="N",
+        help="score the robustness rows on a seeded random subset of N images per class, to "
+        "keep it quick; implies --robustness (default: every image)",
+    )
     add_quiet_argument(parser)
     return parser
 
@@ -59,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    require_at_least_one(parser, args, "batch_size")
+    require_at_least_one(parser, args, "batch_size", "robustness_per_class")
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         parser.error("--threshold must be between 0 and 1")
 
@@ -83,6 +101,9 @@ def main(argv=None) -> int:
     )
 
     args.output.mkdir(parents=True, exist_ok=True)
+    robustness_table = None
+    if args.robustness or args.robustness_per_class is not None:
+        robustness_table = add_robustness(args, classifier, split, metrics)
     atomic_write_text(args.output / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     plot_confusion_matrix(
         split.labels, probability_fake, threshold, args.output / "confusion_matrix.png"
@@ -95,8 +116,40 @@ def main(argv=None) -> int:
         f"plots in {args.output}"
     )
     print(format_metrics(metrics))
+    if robustness_table is not None:
+        print(robustness_table)
+        print("\n".join(metrics["robustness_summary"]))
     print(json.dumps(metrics, sort_keys=True))
     return 0
+
+
+def add_robustness(args, classifier, split, metrics: dict) -> str:
+    """Score the (subset of the) split under every perturbation at the classifier's threshold,
+    add the rows and their summary to `metrics`, draw robustness.png; returns the table."""
+    from realfake.robustness import (
+        format_table,
+        plot_robustness,
+        robustness_report,
+        subset_indices,
+        summary_lines,
+    )
+
+    chosen = subset_indices(split.labels, args.robustness_per_class, config.SEED)
+    rows = robustness_report(
+        classifier,
+        split.images[chosen],
+        split.labels[chosen],
+        args.batch_size,
+        seed=config.SEED,
+        quiet=args.quiet,
+    )
+    metrics.update(robustness=rows, robustness_summary=summary_lines(rows))
+    title = (
+        f"Robustness on {args.data.resolve().name} (n = {len(chosen):,}, "
+        f"fixed threshold {classifier.threshold:.3f})"
+    )
+    plot_robustness(rows, args.output / "robustness.png", title)
+    return format_table(rows)
 
 
 if __name__ == "__main__":

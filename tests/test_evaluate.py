@@ -40,6 +40,18 @@ def test_choose_threshold_is_not_pulled_to_the_majority_class():
     assert balanced_accuracy(labels, p_fake, threshold) == pytest.approx((1.0 + 7 / 8) / 2)
 
 
+def test_choose_threshold_maximises_balanced_not_plain_accuracy():
+    labels = np.array([0] * 2 + [1] * 8)  # Fake = 0
+    p_fake = np.array([0.6, 0.3] + [0.4, 0.35] + [0.1] * 6)
+    threshold = choose_threshold(labels, p_fake)
+    # Finding the second Fake costs two Reals: plain accuracy would stay at 0.5 (9/10 right),
+    # balanced accuracy moves below 0.3 (both Fakes, 6 of 8 Reals).
+    assert 0.1 < threshold <= 0.3
+    assert balanced_accuracy(labels, p_fake, threshold) == pytest.approx((1.0 + 6 / 8) / 2)
+    assert classification_metrics(labels, p_fake, threshold)["accuracy"] == pytest.approx(0.8)
+    assert classification_metrics(labels, p_fake, 0.5)["accuracy"] == pytest.approx(0.9)
+
+
 def test_classification_metrics_use_fake_as_positive():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, 50)
@@ -105,6 +117,47 @@ def test_evaluate_applies_the_cards_threshold(
     metrics = last_json_line(capsys.readouterr().out)
     assert metrics["threshold"] == threshold
     assert metrics["accuracy"] == pytest.approx(accuracy)  # all Fake, then all Real
+
+
+def test_evaluate_threshold_flag_overrides_the_cards(saved_model, image_tree, tmp_path, capsys):
+    model_path = tmp_path / "copy.h5"
+    shutil.copy(saved_model, model_path)
+    save_card(model_path, {**load_card(saved_model), "threshold": 0.0})
+    data = image_tree(COUNTS, name="test")
+    argv = ["--model", str(model_path), "--data", str(data), "--output", str(tmp_path / "e")]
+    assert evaluate_model.main([*argv, "--quiet"]) == 0
+    assert last_json_line(capsys.readouterr().out)["accuracy"] == pytest.approx(5 / 8)
+    assert evaluate_model.main([*argv, "--threshold", "1", "--quiet"]) == 0
+    metrics = last_json_line(capsys.readouterr().out)
+    assert metrics["threshold"] == 1.0
+    assert metrics["accuracy"] == pytest.approx(3 / 8)  # all Real under the given threshold
+    assert load_card(model_path)["threshold"] == 0.0  # the card itself is left as it was
+
+
+def test_evaluate_without_a_card_uses_threshold_half_and_the_image_alone(
+    saved_model, image_tree, tmp_path, capsys
+):
+    from realfake.data import load_split
+    from realfake.inference import probability_fake
+
+    model_path = tmp_path / "bare.h5"
+    shutil.copy(saved_model, model_path)  # the model file alone, no .json beside it
+    data = image_tree(COUNTS, name="test")
+    argv = ["--model", str(model_path), "--data", str(data), "--output", str(tmp_path / "e")]
+    assert evaluate_model.main([*argv, "--quiet"]) == 0
+    out = capsys.readouterr().out
+    metrics = last_json_line(out)
+    assert metrics["threshold"] == 0.5 and metrics["test_time_flip"] is False
+    assert "mirror images" not in out
+    assert not model_path.with_suffix(".json").exists()
+
+    import keras
+
+    split = load_split(data, 32, quiet=True)
+    model = keras.models.load_model(saved_model, compile=False)
+    expected = classification_metrics(split.labels, probability_fake(model, split.images), 0.5)
+    for key in ("loss", "accuracy", "auc"):
+        assert metrics[key] == pytest.approx(expected[key], rel=1e-6)
 
 
 def test_evaluate_errors_are_one_line(saved_model, image_tree, tmp_path, capsys):
