@@ -132,6 +132,44 @@ def augmentation_layers(mode: str = "flip-shift", seed: int = SEED):
     return transforms
 
 
+def augment_batch(images, transforms, seed):
+    """The `augmentation_layers` transforms of one batch, drawn from the stateless seed
+    `seed` (two integers), so the same (run seed, epoch, batch) always gets the same transforms.
+
+    Keras's layers draw from a generator whose state lives in the input pipeline and restarts
+    with every process, so a resumed run would augment its epochs differently; here only their
+    deterministic part (`transform_images`) is used, with the random draws made here.
+    """
+    import tensorflow as tf
+
+    count = tf.shape(images)[0]
+    seed = tf.cast(seed, tf.int64)
+    mirrored = tf.random.stateless_uniform([count], seed=seed) < 0.5
+    images = tf.where(mirrored[:, None, None, None], tf.reverse(images, axis=[2]), images)
+    for offset, transform in enumerate(transforms[1:], start=1):
+        # RandomTranslation: fractions of the height and width, as the layer would draw them.
+        draws = [
+            tf.random.stateless_uniform(
+                [count, 1],
+                seed=seed + [0, 1_000_000 * (2 * offset + axis)],
+                minval=lower,
+                maxval=upper,
+            )
+            * tf.cast(tf.shape(images)[1 + axis], tf.float32)
+            for axis, (lower, upper) in enumerate(
+                [
+                    (transform.height_lower, transform.height_upper),
+                    (transform.width_lower, transform.width_upper),
+                ]
+            )
+        ]
+        translations = tf.concat([draws[1], draws[0]], axis=1)  # (x, y), as Keras orders them
+        images = transform.transform_images(
+            images, {"translations": translations, "input_shape": tf.shape(images)}, training=True
+        )
+    return images
+
+
 def make_dataset(
     split: Split,
     batch_size: int,
@@ -146,35 +184,37 @@ def make_dataset(
     `epochs=(first, last)` the batches of epochs first..last-1 follow one another, each epoch in
     an order fixed by (seed, epoch), so a resumed run sees exactly the batches an uninterrupted
     one would have seen. Without it, one pass in file order. `augment` names the training-batch
-    transforms of `augmentation_layers` (None: none).
+    transforms of `augmentation_layers` (None: none), drawn per (seed, epoch, batch) likewise.
     """
     import tensorflow as tf
 
+    # Made here, not inside the pipeline's traced functions, which cannot create variables.
+    transforms = augmentation_layers(augment) if augment else []
     tensors = [split.images, one_hot(split.labels)]
     if weights is not None:
         tensors.append(np.array([weights[int(label)] for label in split.labels], np.float32))
     examples = tf.data.Dataset.from_tensor_slices(tuple(tensors))
-    if epochs is None:
-        dataset = examples.batch(batch_size)
-    else:
-
-        def one_epoch(epoch):
-            order_seed = tf.constant(seed, tf.int64) * 1_000_003 + epoch
-            return examples.shuffle(len(split), seed=order_seed).batch(batch_size)
-
-        dataset = tf.data.Dataset.range(*epochs).flat_map(one_epoch)
 
     def cast(images, *rest):
         return (tf.cast(images, tf.float32), *rest)
 
-    dataset = dataset.map(cast, num_parallel_calls=tf.data.AUTOTUNE)
-    if augment:
-        transforms = augmentation_layers(augment, seed)
+    def batches_of_epoch(epoch, shuffle: bool):
+        order_seed = tf.constant(seed, tf.int64) * 1_000_003 + epoch
+        ordered = examples.shuffle(len(split), seed=order_seed) if shuffle else examples
+        batches = ordered.batch(batch_size).map(cast, num_parallel_calls=tf.data.AUTOTUNE)
+        if not augment:
+            return batches
 
-        def apply(images, *rest):
-            for transform in transforms:
-                images = transform(images, training=True)
-            return (images, *rest)
+        def apply(index, batch):
+            images, *rest = batch
+            return (augment_batch(images, transforms, tf.stack([order_seed, index])), *rest)
 
-        dataset = dataset.map(apply, num_parallel_calls=tf.data.AUTOTUNE)
+        return batches.enumerate().map(apply, num_parallel_calls=tf.data.AUTOTUNE)
+
+    if epochs is None:
+        dataset = batches_of_epoch(tf.constant(0, tf.int64), shuffle=False)
+    else:
+        dataset = tf.data.Dataset.range(*epochs).flat_map(
+            lambda epoch: batches_of_epoch(epoch, shuffle=True)
+        )
     return dataset.prefetch(tf.data.AUTOTUNE)
