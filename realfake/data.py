@@ -79,6 +79,16 @@ def load_split(
     return Split(images, labels, [path for path, _ in items])
 
 
+def check_split_folders(data_dir: Path) -> None:
+    """Refuse, in one line, a data folder without train/, validation/ and test/."""
+    missing = [split for split in SPLITS if not (Path(data_dir) / split).is_dir()]
+    if missing:
+        raise PipelineError(
+            f"{data_dir} lacks {', '.join(missing)}: expected {data_dir}/"
+            "{train,validation,test}/{Fake,Real} (made by the data split stage)"
+        )
+
+
 def load_splits(
     data_dir: Path,
     image_size: int,
@@ -88,12 +98,7 @@ def load_splits(
 ) -> dict[str, Split]:
     """Decode data_dir/{train,validation,test}; each must hold both classes."""
     data_dir = Path(data_dir)
-    missing = [split for split in SPLITS if not (data_dir / split).is_dir()]
-    if missing:
-        raise PipelineError(
-            f"{data_dir} lacks {', '.join(missing)}: expected {data_dir}/"
-            "{train,validation,test}/{Fake,Real} (made by the data split stage)"
-        )
+    check_split_folders(data_dir)
     return {
         split: load_split(data_dir / split, image_size, limit_per_class, seed, quiet, split)
         for split in SPLITS

@@ -232,11 +232,12 @@ def base_weights(weights: str) -> str:
 def prepare(config: TrainingConfig) -> TrainingRun:
     """Check the resume policy and the weights, decode the splits, build and compile the model
     and, when resuming, restore everything the checkpoint holds."""
-    from realfake.data import load_splits
+    from realfake.data import check_split_folders, load_splits
     from realfake.model import build_model
 
     settings = run_settings(config)
     found = resume_state(config, settings)
+    check_split_folders(config.data)
     weights = base_weights(config.weights)
 
     keras.utils.set_random_seed(config.seed)

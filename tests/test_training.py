@@ -628,3 +628,175 @@ def test_a_finished_checkpoint_is_rescored_with_test_time_flip_without_training(
     assert card["test_metrics"]["loss"] != pytest.approx(
         first_card["test_metrics"]["loss"], rel=1e-6
     )
+
+
+def test_early_stopping_stops_after_patience_and_its_count_survives_a_resume():
+    from realfake.callbacks import ResumableEarlyStopping
+
+    losses = [1.0, 0.8, 0.9, 0.85, 0.7]  # epochs 2 and 3 bring no lower validation loss
+    model = scripted_model()
+    model.stop_training = False
+    uninterrupted = ResumableEarlyStopping(patience=2, verbose=0)
+    last = run_epochs(uninterrupted, model, [{"loss": 0.5, "val_loss": v} for v in losses])
+    assert last == 3 and model.stop_training and uninterrupted.stopped_epoch == 3
+
+    # The same run, interrupted after epoch 2 and resumed from the state saved then.
+    model.stop_training = False
+    first = ResumableEarlyStopping(patience=2, verbose=0)
+    run_epochs(first, model, [{"loss": 0.5, "val_loss": v} for v in losses[:3]])
+    assert not model.stop_training and first.state()["wait"] == 1
+    resumed = ResumableEarlyStopping(patience=2, verbose=0)
+    resumed.restore(first.state())
+    resumed.set_model(model)
+    resumed.on_train_begin()
+    resumed.on_epoch_end(3, {"loss": 0.5, "val_loss": losses[3]})
+    assert model.stop_training and resumed.stopped_epoch == 3
+    assert resumed.best == pytest.approx(0.8) and resumed.best_epoch == 1
+
+
+def test_progress_lines_come_every_interval_with_images_rate_and_loss():
+    import io
+
+    from realfake.callbacks import ProgressLog
+
+    times = iter([0.0, 10.0, 61.0, 62.0, 125.0])
+    stream = io.StringIO()
+    callback = ProgressLog(9, 63_174, 64, interval=60, stream=stream, clock=lambda: next(times))
+    callback.on_epoch_begin(0)
+    for batch, loss in ((49, 0.9), (199, 0.41), (200, 0.4), (499, 0.3512)):
+        callback.on_train_batch_end(batch, {"loss": loss})
+    assert stream.getvalue().splitlines() == [
+        "epoch 1/9: 12,800/63,174 images, 210 images/s, loss 0.41",
+        "epoch 1/9: 32,000/63,174 images, 256 images/s, loss 0.3512",
+    ]
+
+
+def test_training_says_what_it_does_and_prints_progress_when_not_a_terminal(
+    tmp_path, monkeypatch, capsys
+):
+    import model_training
+    import realfake.model
+
+    monkeypatch.setattr(realfake.model, "build_model", tiny_model)
+    data = split_tree(tmp_path / "data", {"train": 8, "validation": 2, "test": 2})
+    argv = [*training_args(data, tmp_path / "out", epochs=2), "--progress-seconds", "0.001"]
+    argv.remove("--quiet")
+    assert model_training.main(argv) == 0
+    err = capsys.readouterr().err
+    assert f"decoding the images of {data} at 32x32" in err
+    assert "building ResNet101 (weights: none)" in err
+    for line in ("epoch 1/2: 8/16 images", "epoch 1/2: 16/16 images", "epoch 2/2: 16/16 images"):
+        assert line in err
+    assert err.index("decoding") < err.index("building") < err.index("epoch 1/2: 8/16 images")
+
+
+def test_the_cifake_recipe_fills_the_settings_and_explicit_flags_override_it():
+    import model_training
+    from realfake.training_config import RECIPES, TrainingConfig
+
+    parser = model_training.build_parser()
+    plain = model_training.parse_arguments(parser, [])
+    assert plain.weights == "imagenet" and plain.epochs == 60 and plain.augment is None
+    parser = model_training.build_parser()
+    args = model_training.parse_arguments(
+        parser, ["--recipe", "cifake", "--epochs", "3", "--weights", "w.h5"]
+    )
+    config = TrainingConfig.from_mapping(args)
+    assert config.epochs == 3 and config.weights == "w.h5"  # given on the command line
+    for name, value in RECIPES["cifake"].items():
+        if name not in ("epochs", "weights"):
+            assert getattr(config, name) == value, name
+    assert config.augment == "flip" and config.zero_init_residual and config.test_time_flip
+    assert "--recipe cifake" in (REPO / "Makefile").read_text()
+
+
+def test_model_is_the_path_flag_and_model_path_a_hidden_alias():
+    import model_training
+
+    parser = model_training.build_parser()
+    assert parser.parse_args(["--model", "a.h5"]).model_path == Path("a.h5")
+    assert parser.parse_args(["--model-path", "b.h5"]).model_path == Path("b.h5")
+    assert "--model-path" not in parser.format_help() and "--model PATH" in parser.format_help()
+
+
+def test_help_answers_without_tensorflow_and_states_each_default_once():
+    program = (
+        "import sys, time\n"
+        "start = time.perf_counter()\n"
+        "import model_training\n"
+        "text = model_training.build_parser().format_help()\n"
+        "print(time.perf_counter() - start, 'tensorflow' in sys.modules, 'keras' in sys.modules)\n"
+        "print(text)\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", program],
+        cwd=REPO,
+        env=dict(os.environ, COLUMNS="200"),  # one line per option's help
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert completed.returncode == 0, completed.stderr
+    first, text = completed.stdout.split("\n", 1)
+    seconds, tensorflow_loaded, keras_loaded = first.split()
+    assert float(seconds) < 1.0 and tensorflow_loaded == keras_loaded == "False"
+    options = text.split("\n  -")  # one block per option
+    assert all(block.count("(default:") <= 1 for block in options)
+    for wrong in ("(default: True)", "(default: False)", "(default: None)"):
+        assert wrong not in text
+    assert "(default: 60)" in text and "(default: imagenet)" in text
+    assert "examples:" in text and "--recipe cifake" in text
+
+
+def test_offline_imagenet_weights_fail_in_one_line_before_any_decoding(
+    tmp_path, monkeypatch, capsys
+):
+    import keras
+
+    import model_training
+    import realfake.data
+
+    def no_network(*args, **kwargs):
+        raise Exception("URL fetch failure on https://storage.googleapis.com/: no route")
+
+    def decoding(*args, **kwargs):
+        raise AssertionError("decoded the data before checking the weights")
+
+    monkeypatch.setattr(keras.utils, "get_file", no_network)
+    monkeypatch.setattr(realfake.data, "load_splits", decoding)
+    data = split_tree(tmp_path / "data", {"train": 1, "validation": 1, "test": 1})
+    argv = training_args(data, tmp_path / "out")
+    argv.remove("--weights")
+    argv.remove("none")
+    assert model_training.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: cannot download the ImageNet weights")
+    assert "--weights none" in err and "--weights PATH" in err
+
+
+@pytest.mark.slow
+def test_weights_from_a_file_fold_the_caffe_preprocessing_into_the_model(tmp_path):
+    """With --weights PATH the model takes raw RGB pixels, yet its base computes what Keras's
+    ResNet101 with those weights computes on `preprocess_input(pixels)` (BGR, mean subtracted):
+    the channel flip lives in conv1's kernel and the mean in the model's first layer."""
+    import keras
+
+    from realfake.model import BASE_NAME, build_model
+
+    keras.utils.set_random_seed(3)
+    weights_file = tmp_path / "resnet101_notop.weights.h5"
+    random_base = keras.applications.ResNet101(
+        include_top=False, weights=None, input_shape=(32, 32, 3)
+    )
+    random_base.save_weights(weights_file)
+    pixels = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
+
+    model = build_model(image_size=32, weights=str(weights_file), dense_units=8)
+    ours = model.get_layer(BASE_NAME)(model.get_layer("preprocess")(pixels), training=False)
+    reference = keras.applications.ResNet101(
+        include_top=False, weights=str(weights_file), input_shape=(32, 32, 3)
+    )
+    theirs = reference(keras.applications.resnet.preprocess_input(pixels.copy()), training=False)
+    ours, theirs = np.asarray(ours), np.asarray(theirs)
+    assert ours.shape == (4, 1, 1, 2048) and np.abs(theirs).max() > 0
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4 * np.abs(theirs).max())
