@@ -8,10 +8,12 @@ DEMO_DIR := demo
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt
+# The project itself, editable, with its test and lint tools (the dev extra of pyproject.toml):
+# the benchmarks in bench/ import the installed package.
+$(VENV)/.installed: requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
-	$(PYTHON) -m pip install --quiet -r requirements.txt
+	$(PYTHON) -m pip install --quiet -e '.[dev]'
 	touch $@
 
 # Debian packages: graphviz draws the model architecture; chromium runs the browser test.
