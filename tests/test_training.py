@@ -800,3 +800,22 @@ def test_weights_from_a_file_fold_the_caffe_preprocessing_into_the_model(tmp_pat
     ours, theirs = np.asarray(ours), np.asarray(theirs)
     assert ours.shape == (4, 1, 1, 2048) and np.abs(theirs).max() > 0
     np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4 * np.abs(theirs).max())
+
+
+def test_the_training_package_takes_a_typed_config_and_never_sees_argparse():
+    import ast
+    import inspect
+
+    from realfake import training
+    from realfake.training_config import TrainingConfig
+
+    assert inspect.signature(training.train).parameters["config"].annotation is TrainingConfig
+    for name in ("training", "training_config", "callbacks", "checkpoint"):
+        tree = ast.parse((REPO / "realfake" / f"{name}.py").read_text(encoding="utf-8"))
+        imported = {
+            alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import | ast.ImportFrom)
+            for alias in node.names
+        } | {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        assert "argparse" not in imported, name
