@@ -138,38 +138,32 @@ def augmentation_layers(mode: str = "flip-shift", seed: int = SEED):
 
 
 def augment_batch(images, transforms, seed):
-    """The `augmentation_layers` transforms of one batch, drawn from the stateless seed
-    `seed` (two integers), so the same (run seed, epoch, batch) always gets the same transforms.
+    """Apply the `augmentation_layers` transforms to one batch with random draws made from the
+    stateless seed `seed` (two integers), so the same (run seed, epoch, batch) always gets the
+    same flips and shifts.
 
-    Keras's layers draw from a generator whose state lives in the input pipeline and restarts
-    with every process, so a resumed run would augment its epochs differently; here only their
-    deterministic part (`transform_images`) is used, with the random draws made here.
+    Keras's layers draw from a generator whose state lives in the input pipeline: it restarts
+    with every process (a resumed run would augment differently) and parallel batches race for
+    it. So the draws are made here and the layers only apply them (`transform_images`).
     """
     import tensorflow as tf
 
     count = tf.shape(images)[0]
-    seed = tf.cast(seed, tf.int64)
-    mirrored = tf.random.stateless_uniform([count], seed=seed) < 0.5
+    flip_seed, height_seed, width_seed = tf.unstack(
+        tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=3)
+    )
+    mirrored = tf.random.stateless_uniform([count], seed=flip_seed) < 0.5  # RandomFlip
     images = tf.where(mirrored[:, None, None, None], tf.reverse(images, axis=[2]), images)
-    for offset, transform in enumerate(transforms[1:], start=1):
-        # RandomTranslation: fractions of the height and width, as the layer would draw them.
-        draws = [
-            tf.random.stateless_uniform(
-                [count, 1],
-                seed=seed + [0, 1_000_000 * (2 * offset + axis)],
-                minval=lower,
-                maxval=upper,
-            )
-            * tf.cast(tf.shape(images)[1 + axis], tf.float32)
-            for axis, (lower, upper) in enumerate(
-                [
-                    (transform.height_lower, transform.height_upper),
-                    (transform.width_lower, transform.width_upper),
-                ]
-            )
-        ]
-        translations = tf.concat([draws[1], draws[0]], axis=1)  # (x, y), as Keras orders them
-        images = transform.transform_images(
+    for shift in transforms[1:]:  # RandomTranslation: fractions of the height and the width
+        height, width = (tf.cast(tf.shape(images)[axis], tf.float32) for axis in (1, 2))
+        down = tf.random.stateless_uniform(
+            [count, 1], height_seed, minval=shift.height_lower, maxval=shift.height_upper
+        )
+        right = tf.random.stateless_uniform(
+            [count, 1], width_seed, minval=shift.width_lower, maxval=shift.width_upper
+        )
+        translations = tf.concat([right * width, down * height], axis=1)  # Keras's (x, y) order
+        images = shift.transform_images(
             images, {"translations": translations, "input_shape": tf.shape(images)}, training=True
         )
     return images

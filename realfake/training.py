@@ -7,7 +7,7 @@ import csv
 import json
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -181,10 +181,10 @@ class TrainingRun:
     strategy: tf.distribute.Strategy
     stopper: StopTrainingOnValidationLoss
     early_stopping: ResumableEarlyStopping
-    resumed: ResumeState | None = None
-    seconds: float = 0.0
+    log_path: Path
+    resumed: ResumeState | None = None  # the checkpoint this run continues from
+    seconds: float = 0.0  # of training so far, earlier sessions included
     epochs_run: int = 0
-    log_path: Path = field(default=Path("training_log.csv"))
 
     @property
     def initial_epoch(self) -> int:
@@ -198,7 +198,7 @@ class TrainingRun:
         )
 
 
-def resume_state(config: TrainingConfig, settings: dict):
+def checkpoint_to_resume(config: TrainingConfig, settings: dict):
     """The checkpoint to continue from (state, folder), or None for a fresh run, which also
     clears any old checkpoint; refuses a resume without a checkpoint or with other settings."""
     checkpoint_dir = Path(config.checkpoint_dir)
@@ -236,7 +236,7 @@ def prepare(config: TrainingConfig) -> TrainingRun:
     from realfake.model import build_model
 
     settings = run_settings(config)
-    found = resume_state(config, settings)
+    found = checkpoint_to_resume(config, settings)
     check_split_folders(config.data)
     weights = base_weights(config.weights)
 
