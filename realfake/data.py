@@ -153,7 +153,7 @@ def augment_batch(images, transforms, seed):
         tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=3)
     )
     mirrored = tf.random.stateless_uniform([count], seed=flip_seed) < 0.5  # RandomFlip
-    images = tf.where(mirrored[:, None, None, None], tf.reverse(images, axis=[2]), images)
+    images = tf.where(mirrored[:, None, None, None], tf.image.flip_left_right(images), images)
     for shift in transforms[1:]:  # RandomTranslation: fractions of the height and the width
         height, width = (tf.cast(tf.shape(images)[axis], tf.float32) for axis in (1, 2))
         down = tf.random.stateless_uniform(
