@@ -8,10 +8,12 @@ DEMO_DIR := demo
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt
+# The project itself, editable, with its test and lint tools (the dev extra of pyproject.toml):
+# the benchmarks in bench/ import the installed package.
+$(VENV)/.installed: requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
-	$(PYTHON) -m pip install --quiet -r requirements.txt
+	$(PYTHON) -m pip install --quiet -e '.[dev]'
 	touch $@
 
 # Debian packages: graphviz draws the model architecture; chromium runs the browser test.
@@ -51,14 +53,12 @@ demo-serve: setup
 	else echo "serve it: cd $(DEMO_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/app.py   (or make demo-serve SERVE=1), then open http://127.0.0.1:5000/"; fi
 
 # The reference model: the real CIFAKE archive, prepared by the stage scripts, trained from scratch
-# with the recipe of README "Results" (108 minutes on 2 CPU cores). Everything lives in
+# with the recipe of README "Results" (--recipe cifake, realfake/training_config.py; about two
+# hours on 2 CPU cores). Everything lives in
 # $(CIFAKE_DIR)/. Interrupted? Run it again: finished stages are skipped and training resumes from
 # its last finished epoch.
 CIFAKE_ARCHIVE ?= ../shared/datasets/cifake-train-split.zip
 CIFAKE_DIR ?= cifake
-CIFAKE_RECIPE := --weights none --image-size 32 --batch-size 64 --epochs 9 --learning-rate 2e-3 \
-	--end-learning-rate 0 --decay-power 1 --warmup-fraction 0.02 --zero-init-residual \
-	--augment flip --grace-epochs 9 --test-time-flip
 ABS_ARCHIVE = $(abspath $(CIFAKE_ARCHIVE))
 
 cifake-data: setup
@@ -70,8 +70,8 @@ cifake-data: setup
 	cd $(CIFAKE_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/data_deleter.py --duplicates data --yes --quiet
 
 train-cifake: cifake-data demo-deps
-	cd $(CIFAKE_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/model_training.py $(CIFAKE_RECIPE) \
-		$(if $(wildcard $(CIFAKE_DIR)/runs/training/state.json),--resume)
+	cd $(CIFAKE_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/model_training.py --recipe cifake \
+		$(if $(wildcard $(CIFAKE_DIR)/runs/training/epoch-*),--resume)
 	cd $(CIFAKE_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/evaluate_model.py --data data/test --quiet
 
 lint: setup

@@ -7,10 +7,10 @@ validation split and scores the test split. Writes:
     models/ai_real_image_classifier_resnet101.json its model card
     metrics_graphs/  training_log.csv, training_<metric>.png, confusion_matrix.png,
                      roc_curve.png, model_architecture.png, test_metrics.json
-    runs/training/   checkpoints for --resume, removed when training finishes
+    runs/training/   the last finished epoch's checkpoint for --resume, removed at the end
 
 Example:
-    python model_training.py --data data --weights none --epochs 20
+    python model_training.py --recipe cifake
 """
 
 import argparse
@@ -20,14 +20,45 @@ from pathlib import Path
 import realfake  # noqa: F401  (sets TensorFlow's environment before it is imported)
 from realfake import config
 from realfake.cli import add_quiet_argument, report_errors, require_at_least_one
+from realfake.training_config import CHECKPOINT_DIR, RECIPES, TrainingConfig
 
-CHECKPOINT_DIR = Path("runs") / "training"
+EXAMPLES = """examples:
+  python model_training.py --recipe cifake                  the reference CIFAKE model (~2 h)
+  python model_training.py --recipe cifake --epochs 3       the same recipe, shorter
+  python model_training.py --weights none --epochs 4 --limit-per-class 200   a quick try
+  python model_training.py --recipe cifake --resume         continue after an interruption
+"""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Adds '(default: X)' to a flag's help once: not where the help already states its default,
+    and not for on/off switches, whose help says what they turn on or off."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text
+            or default is None
+            or default is argparse.SUPPRESS
+            or isinstance(default, bool)
+            or action.option_strings == []
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Train the ResNet101 real-or-AI-generated image classifier.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog=EXAMPLES,
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument(
+        "--recipe",
+        choices=sorted(RECIPES),
+        help="start from a named set of settings (cifake: the reference model of README "
+        "Results); flags given explicitly override the recipe's values",
     )
     parser.add_argument(
         "--data",
@@ -36,11 +67,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder holding train/, validation/ and test/, each with Fake/ and Real/",
     )
     parser.add_argument(
-        "--model-path",
+        "--model",
+        dest="model_path",
         type=Path,
+        metavar="PATH",
         default=config.MODEL_PATH,
         help="where to save the trained model (.h5); the model card goes beside it (.json)",
     )
+    # The earlier name, still accepted; --model is the one name every script uses.
+    parser.add_argument(
+        "--model-path", dest="model_path", type=Path, default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
+    )  # fmt: skip
     parser.add_argument(
         "--metrics-dir",
         type=Path,
@@ -61,8 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--weights",
         default="imagenet",
-        help="initial weights of the ResNet101 base: imagenet, none (random), or a path to a "
-        "ResNet101 no-top weights file",
+        help="initial weights of the ResNet101 base: imagenet (downloaded once), none (random; "
+        "what to use offline), or a path to a ResNet101 no-top weights file",
     )
     parser.add_argument(
         "--image-size",
@@ -107,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit-per-class",
         type=int,
         default=None,
-        help="use at most N images per class and split, for quick runs (None: all)",
+        help="use at most N images per class and split, for quick runs (default: all)",
     )
     parser.add_argument(
         "--freeze-base",
@@ -159,8 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-fast-path",
         dest="fast_path",
         action="store_false",
-        help="use Keras's stock Adam update instead of the fused kernel (default: fused on CPU; "
-        "the same mathematics, and the saved model is plain Keras either way)",
+        help="use Keras's stock Adam update instead of the fused kernel used by default on CPU "
+        "(the same mathematics; the saved model is plain Keras either way)",
     )
     parser.add_argument(
         "--strategy",
@@ -168,14 +206,28 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="tf.distribute strategy: auto uses mirrored when several GPUs are visible",
     )
+    parser.add_argument(
+        "--progress-seconds",
+        type=float,
+        default=60.0,
+        help="when output is not a terminal, print a progress line this often during an epoch",
+    )
     add_quiet_argument(parser)
     return parser
+
+
+def parse_arguments(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """Parse the flags, with a --recipe's values as the defaults that explicit flags override."""
+    known, _ = parser.parse_known_args(argv)
+    if known.recipe:
+        parser.set_defaults(**RECIPES[known.recipe])
+    return parser.parse_args(argv)
 
 
 @report_errors
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_arguments(parser, argv)
     require_at_least_one(parser, args, "batch_size", "epochs", "dense_units", "limit_per_class")
     if args.image_size < 32:
         parser.error("--image-size must be at least 32 (ResNet101's smallest input)")
@@ -187,13 +239,15 @@ def main(argv=None) -> int:
         parser.error("--warmup-fraction must be at least 0 and below 1")
     if args.zero_init_residual and args.weights != "none":
         parser.error("--zero-init-residual needs --weights none (it would erase loaded weights)")
+    if args.progress_seconds <= 0:
+        parser.error("--progress-seconds must be positive")
     if args.seed % (2**31 - 1) == 0:
         # TensorFlow cannot combine a global seed of 0 with the per-epoch shuffle's tensor seed.
         parser.error("--seed must not be 0 (or a multiple of 2**31 - 1)")
 
     from realfake.training import train  # imports TensorFlow, so only after the usage checks
 
-    result = train(args)
+    result = train(TrainingConfig.from_mapping(args))
     test = result["test_metrics"]
     print(
         f"trained {result['epochs_run']:,} epochs on {result['train_images']:,} images in "

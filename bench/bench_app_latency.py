@@ -29,13 +29,11 @@ import uuid
 import zipfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import realfake  # noqa: E402, F401  (before TensorFlow: sets its defaults)
-from realfake.cli import add_quiet_argument, progress, report_errors  # noqa: E402
-from realfake.config import MODEL_PATH  # noqa: E402
-from realfake.errors import PipelineError  # noqa: E402
-from realfake.images import is_image_name, load_rgb  # noqa: E402
+import realfake  # noqa: F401  (before TensorFlow: sets its defaults)
+from realfake.cli import add_quiet_argument, progress, report_errors
+from realfake.config import MODEL_PATH
+from realfake.errors import PipelineError
+from realfake.images import is_image_name, load_rgb
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, untrained_help: str) -> None:

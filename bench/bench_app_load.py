@@ -30,16 +30,15 @@ import threading
 import time
 from pathlib import Path
 
+# bench/ is on sys.path as the folder of the script being run.
+from bench_app_latency import add_model_arguments, multipart, sample_uploads, untrained_model
+
+import realfake  # noqa: F401  (before TensorFlow: sets its defaults)
+from realfake.cli import add_quiet_argument, report_errors, require_at_least_one
+from realfake.errors import PipelineError
+from realfake.images import load_rgb
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_app_latency import add_model_arguments, multipart, sample_uploads, untrained_model  # noqa: E402
-
-import realfake  # noqa: E402, F401  (before TensorFlow: sets its defaults)
-from realfake.cli import add_quiet_argument, report_errors, require_at_least_one  # noqa: E402
-from realfake.errors import PipelineError  # noqa: E402
-from realfake.images import load_rgb  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -34,18 +34,16 @@ import time
 import zipfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from realfake.augmentation import (  # noqa: E402  (after the path set-up above)
+from realfake.augmentation import (
     AugmentationSettings,
     augment,
     default_workers,
     plan_augmentation,
 )
-from realfake.cli import report_errors, require_at_least_one  # noqa: E402
-from realfake.config import SEED  # noqa: E402
-from realfake.images import is_image_name, load_rgb  # noqa: E402
-from realfake.layout import canonical_class  # noqa: E402
+from realfake.cli import report_errors, require_at_least_one
+from realfake.config import SEED
+from realfake.images import is_image_name, load_rgb
+from realfake.layout import canonical_class
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

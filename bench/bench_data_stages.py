@@ -21,12 +21,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from realfake.config import CLASS_NAMES, SPLITS
+from realfake.fileops import file_digest
+from realfake.images import is_image_name
 
-from realfake.config import CLASS_NAMES, SPLITS  # noqa: E402
-from realfake.fileops import file_digest  # noqa: E402
-from realfake.images import is_image_name  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def build_parser() -> argparse.ArgumentParser:

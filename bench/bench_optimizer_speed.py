@@ -14,19 +14,15 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import realfake  # noqa: E402, F401  (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow is imported)
-from realfake.cli import (  # noqa: E402
+import realfake  # noqa: F401  (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow is imported)
+from realfake.cli import (
     add_quiet_argument,
     progress,
     report_errors,
     require_at_least_one,
 )
-from realfake.config import IMAGE_SIZE  # noqa: E402
+from realfake.config import IMAGE_SIZE
 
 
 def build_parser() -> argparse.ArgumentParser:

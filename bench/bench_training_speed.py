@@ -25,12 +25,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import realfake  # noqa: E402, F401  (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow is imported)
-from realfake.cli import add_quiet_argument, report_errors, require_at_least_one  # noqa: E402
-from realfake.errors import PipelineError  # noqa: E402
+import realfake  # noqa: F401  (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow is imported)
+from realfake.cli import add_quiet_argument, report_errors, require_at_least_one
+from realfake.errors import PipelineError
 
 PATHS = {"eigen": "0", "onednn": "1"}
 ONEDNN_DEFAULT_FLAGS = frozenset({"avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile"})
@@ -102,18 +99,18 @@ def describe() -> dict:
     """The machine and this process's TensorFlow kernel path."""
     import tensorflow as tf
 
-    from realfake import speed
+    from realfake import benchmarking
 
-    flags = speed.cpu_flags()
+    flags = benchmarking.cpu_flags()
     return {
-        "cpu": speed.cpu_model(),
+        "cpu": benchmarking.cpu_model(),
         "isa": " ".join(sorted(flags & ISA_FLAGS)) or "none of " + " ".join(sorted(ISA_FLAGS)),
         # TensorFlow's own Linux default (DefaultOneDnnPolicy in tensorflow/core/util/port.cc).
         "onednn_by_tensorflow_default": bool(flags & ONEDNN_DEFAULT_FLAGS),
         "cores": os.cpu_count(),
         "tensorflow": tf.__version__,
-        "onednn": speed.onednn_enabled(),
-        "TF_ENABLE_ONEDNN_OPTS": speed.onednn_setting(),
+        "onednn": benchmarking.onednn_enabled(),
+        "TF_ENABLE_ONEDNN_OPTS": benchmarking.onednn_setting(),
     }
 
 
@@ -156,19 +153,19 @@ def run_worker(config: dict) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from realfake import speed
+    from realfake import benchmarking, speed
     from realfake.config import SEED
     from realfake.data import Split, make_dataset, one_hot
     from realfake.model import build_model
     from realfake.training import compile_model
 
-    speed.configure_threads(config["intra_op"], config["inter_op"])
+    benchmarking.configure_threads(config["intra_op"], config["inter_op"])
     keras.mixed_precision.set_global_policy(config["precision"])
     result = describe() | {"path": config["path"], "size": config["size"]}
     size, batch_size = config["size"], config["batch_size"]
     warmup, steps, repeats = config["warmup"], config["steps"], config["repeats"]
 
-    result["peak"] = speed.matmul_peak()
+    result["peak"] = benchmarking.matmul_peak()
     variants = ["stock"] + (["fast"] if config["fast_path"] else [])
     models = {}
     for variant in variants:
@@ -178,8 +175,8 @@ def run_worker(config: dict) -> dict:
         if variant == "fast" and not speed.apply_fast_path(model):
             raise SystemExit("the fast path does not apply here (GPU or optimizer)")
         models[variant] = model
-    result["forward_flops"] = speed.forward_flops(models["stock"])
-    result["training_flops"] = speed.training_flops(models["stock"])
+    result["forward_flops"] = benchmarking.forward_flops(models["stock"])
+    result["training_flops"] = benchmarking.training_flops(models["stock"])
 
     count = (warmup + steps) * batch_size
     rng = np.random.default_rng(0)
@@ -195,7 +192,7 @@ def run_worker(config: dict) -> dict:
         for variant, model in models.items():
             rates[variant].append(timed_fit(model, pixels, targets, batch_size, warmup, steps))
         # Other work on a shared machine lowers the peak too: keep the best seen in the run.
-        result["peak"] = max(result["peak"], speed.matmul_peak(repeats=3))
+        result["peak"] = max(result["peak"], benchmarking.matmul_peak(repeats=3))
     result["train"] = rates
 
     best = models["fast" if "fast" in models else "stock"]

@@ -24,12 +24,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import realfake  # noqa: F401  (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow is imported)
+from realfake.cli import report_errors, require_at_least_one
+from realfake.errors import PipelineError
 
-import realfake  # noqa: E402, F401  (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow is imported)
-from realfake.cli import report_errors, require_at_least_one  # noqa: E402
-from realfake.errors import PipelineError  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 SHARED = ["--weights", "none", "--epochs", "1", "--quiet"]
 FAST_START = [

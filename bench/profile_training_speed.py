@@ -16,13 +16,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import realfake  # noqa: E402, F401  (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow is imported)
-from realfake.cli import add_quiet_argument, report_errors, require_at_least_one  # noqa: E402
-from realfake.config import IMAGE_SIZE, SEED  # noqa: E402
-from realfake.errors import PipelineError  # noqa: E402
+import realfake  # noqa: F401  (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow is imported)
+from realfake.cli import add_quiet_argument, report_errors, require_at_least_one
+from realfake.config import IMAGE_SIZE, SEED
+from realfake.errors import PipelineError
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -79,6 +79,16 @@ def load_split(
     return Split(images, labels, [path for path, _ in items])
 
 
+def check_split_folders(data_dir: Path) -> None:
+    """Refuse, in one line, a data folder without train/, validation/ and test/."""
+    missing = [split for split in SPLITS if not (Path(data_dir) / split).is_dir()]
+    if missing:
+        raise PipelineError(
+            f"{data_dir} lacks {', '.join(missing)}: expected {data_dir}/"
+            "{train,validation,test}/{Fake,Real} (made by the data split stage)"
+        )
+
+
 def load_splits(
     data_dir: Path,
     image_size: int,
@@ -88,12 +98,7 @@ def load_splits(
 ) -> dict[str, Split]:
     """Decode data_dir/{train,validation,test}; each must hold both classes."""
     data_dir = Path(data_dir)
-    missing = [split for split in SPLITS if not (data_dir / split).is_dir()]
-    if missing:
-        raise PipelineError(
-            f"{data_dir} lacks {', '.join(missing)}: expected {data_dir}/"
-            "{train,validation,test}/{Fake,Real} (made by the data split stage)"
-        )
+    check_split_folders(data_dir)
     return {
         split: load_split(data_dir / split, image_size, limit_per_class, seed, quiet, split)
         for split in SPLITS
@@ -132,6 +137,38 @@ def augmentation_layers(mode: str = "flip-shift", seed: int = SEED):
     return transforms
 
 
+def augment_batch(images, transforms, seed):
+    """Apply the `augmentation_layers` transforms to one batch with random draws made from the
+    stateless seed `seed` (two integers), so the same (run seed, epoch, batch) always gets the
+    same flips and shifts.
+
+    Keras's layers draw from a generator whose state lives in the input pipeline: it restarts
+    with every process (a resumed run would augment differently) and parallel batches race for
+    it. So the draws are made here and the layers only apply them (`transform_images`).
+    """
+    import tensorflow as tf
+
+    count = tf.shape(images)[0]
+    flip_seed, height_seed, width_seed = tf.unstack(
+        tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=3)
+    )
+    mirrored = tf.random.stateless_uniform([count], seed=flip_seed) < 0.5  # RandomFlip
+    images = tf.where(mirrored[:, None, None, None], tf.image.flip_left_right(images), images)
+    for shift in transforms[1:]:  # RandomTranslation: fractions of the height and the width
+        height, width = (tf.cast(tf.shape(images)[axis], tf.float32) for axis in (1, 2))
+        down = tf.random.stateless_uniform(
+            [count, 1], height_seed, minval=shift.height_lower, maxval=shift.height_upper
+        )
+        right = tf.random.stateless_uniform(
+            [count, 1], width_seed, minval=shift.width_lower, maxval=shift.width_upper
+        )
+        translations = tf.concat([right * width, down * height], axis=1)  # Keras's (x, y) order
+        images = shift.transform_images(
+            images, {"translations": translations, "input_shape": tf.shape(images)}, training=True
+        )
+    return images
+
+
 def make_dataset(
     split: Split,
     batch_size: int,
@@ -146,35 +183,37 @@ def make_dataset(
     `epochs=(first, last)` the batches of epochs first..last-1 follow one another, each epoch in
     an order fixed by (seed, epoch), so a resumed run sees exactly the batches an uninterrupted
     one would have seen. Without it, one pass in file order. `augment` names the training-batch
-    transforms of `augmentation_layers` (None: none).
+    transforms of `augmentation_layers` (None: none), drawn per (seed, epoch, batch) likewise.
     """
     import tensorflow as tf
 
+    # Made here, not inside the pipeline's traced functions, which cannot create variables.
+    transforms = augmentation_layers(augment) if augment else []
     tensors = [split.images, one_hot(split.labels)]
     if weights is not None:
         tensors.append(np.array([weights[int(label)] for label in split.labels], np.float32))
     examples = tf.data.Dataset.from_tensor_slices(tuple(tensors))
-    if epochs is None:
-        dataset = examples.batch(batch_size)
-    else:
-
-        def one_epoch(epoch):
-            order_seed = tf.constant(seed, tf.int64) * 1_000_003 + epoch
-            return examples.shuffle(len(split), seed=order_seed).batch(batch_size)
-
-        dataset = tf.data.Dataset.range(*epochs).flat_map(one_epoch)
 
     def cast(images, *rest):
         return (tf.cast(images, tf.float32), *rest)
 
-    dataset = dataset.map(cast, num_parallel_calls=tf.data.AUTOTUNE)
-    if augment:
-        transforms = augmentation_layers(augment, seed)
+    def batches_of_epoch(epoch, shuffle: bool):
+        order_seed = tf.constant(seed, tf.int64) * 1_000_003 + epoch
+        ordered = examples.shuffle(len(split), seed=order_seed) if shuffle else examples
+        batches = ordered.batch(batch_size).map(cast, num_parallel_calls=tf.data.AUTOTUNE)
+        if not augment:
+            return batches
 
-        def apply(images, *rest):
-            for transform in transforms:
-                images = transform(images, training=True)
-            return (images, *rest)
+        def apply(index, batch):
+            images, *rest = batch
+            return (augment_batch(images, transforms, tf.stack([order_seed, index])), *rest)
 
-        dataset = dataset.map(apply, num_parallel_calls=tf.data.AUTOTUNE)
+        return batches.enumerate().map(apply, num_parallel_calls=tf.data.AUTOTUNE)
+
+    if epochs is None:
+        dataset = batches_of_epoch(tf.constant(0, tf.int64), shuffle=False)
+    else:
+        dataset = tf.data.Dataset.range(*epochs).flat_map(
+            lambda epoch: batches_of_epoch(epoch, shuffle=True)
+        )
     return dataset.prefetch(tf.data.AUTOTUNE)

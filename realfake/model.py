@@ -20,6 +20,30 @@ BASE_NAME = "resnet101"
 RESIDUAL_BRANCH_END = re.compile(r"conv\d_block\d+_3_bn")
 
 
+IMAGENET_WEIGHTS_FILE = "resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5"
+OFFLINE_MESSAGE = (
+    "cannot download the ImageNet weights for ResNet101 (no internet?): use --weights none to "
+    f"train from scratch, or --weights PATH with a local copy of {IMAGENET_WEIGHTS_FILE}"
+)
+
+
+def imagenet_weights_path() -> Path:
+    """Keras's ResNet101 ImageNet weights without top: the cached file, downloaded once."""
+    from keras.src.applications.resnet import BASE_WEIGHTS_PATH, WEIGHTS_HASHES
+
+    try:
+        return Path(
+            keras.utils.get_file(
+                IMAGENET_WEIGHTS_FILE,
+                BASE_WEIGHTS_PATH + IMAGENET_WEIGHTS_FILE,
+                cache_subdir="models",
+                file_hash=WEIGHTS_HASHES["resnet101"][1],
+            )
+        )
+    except Exception:  # no network surfaces as several exception types
+        raise PipelineError(OFFLINE_MESSAGE) from None
+
+
 def _imagenet_base(image_size: int, weights: str) -> keras.Model:
     """ResNet101 without top, loaded with ImageNet weights or a local weights file."""
     try:
@@ -29,11 +53,7 @@ def _imagenet_base(image_size: int, weights: str) -> keras.Model:
     except Exception as error:  # download failures surface as several exception types
         if weights != "imagenet":
             raise PipelineError(f"cannot load ResNet101 weights from {weights}: {error}") from None
-        raise PipelineError(
-            "cannot download the ImageNet weights for ResNet101 (no internet?): "
-            "use --weights none to train from scratch, or --weights PATH with a local copy of "
-            "resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5"
-        ) from None
+        raise PipelineError(OFFLINE_MESSAGE) from None
 
 
 def preprocessing_description(weights: str) -> str:

@@ -123,7 +123,8 @@ def test_loss_is_binary_cross_entropy_of_fake_probability(model):
 def test_f1_on_one_hot_labels_is_fakes_f1():
     from sklearn.metrics import f1_score
 
-    from realfake.training import FakeClassLogs, training_metrics
+    from realfake.callbacks import FakeClassLogs
+    from realfake.training import training_metrics
 
     f1 = next(metric for metric in training_metrics() if metric.name == "f1")
     labels = np.array([0, 0, 0, 1, 1, 1, 1, 0])

@@ -112,6 +112,8 @@ def test_training_entry_point_runs_with_onednn_on_by_default():
 def test_bench_entry_point_runs_with_onednn_on_and_says_so():
     environment = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
     environment["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    # Benchmarks find the package as installed (`pip install -e .`); here, on the path.
+    environment["PYTHONPATH"] = str(ROOT)
     completed = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "bench_training_speed.py"), "--describe"],
         env=environment,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from realfake import speed
+from realfake import benchmarking, speed
 
 
 def _variables(shapes, seed):
@@ -151,18 +151,20 @@ def test_forward_flops_counts_convolutions_and_dense_layers():
     outputs = keras.layers.Dense(5)(x)  # 96 -> 5
     model = keras.Model(inputs, outputs)
     expected = 2 * (4 * 4 * 4 * 3 * 3 * 3) + 2 * (4 * 4 * 6 * 4) + 2 * 96 * 5
-    assert speed.forward_flops(model) == expected
-    assert speed.training_flops(model) == 3 * expected
+    assert benchmarking.forward_flops(model) == expected
+    assert benchmarking.training_flops(model) == 3 * expected
 
 
 def test_forward_flops_of_the_project_model_scale_with_pixels():
     from realfake.model import build_model
 
-    small = speed.forward_flops(build_model(image_size=32))
+    small = benchmarking.forward_flops(build_model(image_size=32))
     assert 0.30e9 < small < 0.33e9
-    assert speed.forward_flops(build_model(image_size=64)) == pytest.approx(4 * small, rel=0.01)
+    assert benchmarking.forward_flops(build_model(image_size=64)) == pytest.approx(
+        4 * small, rel=0.01
+    )
 
 
 def test_matmul_peak_is_a_plausible_rate():
-    rate = speed.matmul_peak(size=256, repeats=3)
+    rate = benchmarking.matmul_peak(size=256, repeats=3)
     assert 1e8 < rate < 1e14

@@ -66,7 +66,7 @@ def run_epochs(callback, model, logs_by_epoch):
 def test_stop_callback_stops_restores_and_saves_the_best_epoch(tmp_path):
     import keras
 
-    from realfake.training import StopTrainingOnValidationLoss
+    from realfake.callbacks import StopTrainingOnValidationLoss
 
     model = scripted_model()
     model.stop_training = False
@@ -88,7 +88,7 @@ def test_stop_callback_stops_restores_and_saves_the_best_epoch(tmp_path):
 
 
 def test_stop_callback_never_stops_within_grace_and_restores_at_the_end():
-    from realfake.training import StopTrainingOnValidationLoss
+    from realfake.callbacks import StopTrainingOnValidationLoss
 
     model = scripted_model()
     model.stop_training = False
@@ -101,7 +101,7 @@ def test_stop_callback_never_stops_within_grace_and_restores_at_the_end():
 
 
 def test_stop_callback_state_survives_a_resume():
-    from realfake.training import StopTrainingOnValidationLoss
+    from realfake.callbacks import StopTrainingOnValidationLoss
 
     model = scripted_model()
     model.stop_training = False
@@ -126,7 +126,7 @@ def test_batch_norm_statistics_are_reestimated_from_training_batches():
     import keras
     import tensorflow as tf
 
-    from realfake.training import batch_norm_layers, recalibrate_batch_norm
+    from realfake.callbacks import batch_norm_layers, recalibrate_batch_norm
 
     model = tiny_model()
     batch_norm = batch_norm_layers(model)[0]
@@ -151,39 +151,87 @@ def test_batch_norm_statistics_are_reestimated_from_training_batches():
     assert recalibrate_batch_norm(model, batches, 0) == 0
 
 
+def tiny_resnet(include_top=False, weights=None, input_shape=(32, 32, 3), **unused):
+    """A small conv base with batch norm standing in for keras.applications.ResNet101, so that
+    build_model's real head (GaussianNoise, Dropout and their random generators) is trained."""
+    import keras
+
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Conv2D(4, 3, strides=4)(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.Activation("relu")(x)
+    return keras.Model(inputs, x)
+
+
+# Runs model_training.main with the tiny base. After each epoch's callbacks (the checkpoint
+# included) it writes the marker file epoch-<k> and sleeps EPOCH_SLEEP seconds; with
+# KILL_AT_REPLACE=k it kills itself with SIGKILL right after the first file or folder renamed
+# into the checkpoint folder in epoch k, between that write and whatever follows it.
 RUNNER = """
-import os, sys, time
+import os, signal, sys, time
 sys.path.insert(0, {tests!r})
-import realfake.model
-import realfake.training as training
-from test_training import tiny_model
+import realfake
+import keras
+from test_training import tiny_resnet
 
-realfake.model.build_model = tiny_model
-original = training.TrainingCheckpoint.on_epoch_end
+keras.applications.ResNet101 = tiny_resnet
+markers = os.environ["EPOCH_MARKERS"]
+kill_epoch = int(os.environ.get("KILL_AT_REPLACE", "-1"))
+checkpoint_dir = os.path.abspath(sys.argv[sys.argv.index("--checkpoint-dir") + 1])
+epoch_now = [-1]
+original_replace = os.replace
 
-def on_epoch_end(self, epoch, logs=None):
-    original(self, epoch, logs)
-    time.sleep(float(os.environ.get("EPOCH_SLEEP", "0")))
+def replace(source, destination, **kwargs):
+    original_replace(source, destination, **kwargs)
+    inside = os.path.abspath(destination).startswith(checkpoint_dir + os.sep)
+    if inside and epoch_now[0] == kill_epoch:
+        os.kill(os.getpid(), signal.SIGKILL)
 
-training.TrainingCheckpoint.on_epoch_end = on_epoch_end
+os.replace = replace
+
+class Marker(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        epoch_now[0] = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        open(os.path.join(markers, f"epoch-{{epoch}}"), "w").close()
+        time.sleep(float(os.environ.get("EPOCH_SLEEP", "0")))
+
+original_fit = keras.Model.fit
+
+def fit(self, *args, callbacks=None, **kwargs):
+    return original_fit(self, *args, callbacks=[*(callbacks or []), Marker()], **kwargs)
+
+keras.Model.fit = fit
 import model_training
 sys.exit(model_training.main(sys.argv[1:]))
 """
 
 
-def training_args(data: Path, out: Path) -> list[str]:
+def training_args(data: Path, out: Path, epochs: int = 6) -> list[str]:
     return [
-        "--data", str(data), "--weights", "none", "--epochs", "6", "--batch-size", "8",
+        "--data", str(data), "--weights", "none", "--epochs", str(epochs), "--batch-size", "8",
         "--grace-epochs", "100", "--patience", "100", "--bn-batches", "2", "--quiet",
         "--model-path", str(out / "model.h5"), "--metrics-dir", str(out / "metrics"),
         "--checkpoint-dir", str(out / "checkpoint"),
     ]  # fmt: skip
 
 
-def start_runner(tmp_path: Path, args: list[str], sleep: float) -> subprocess.Popen:
+def start_runner(
+    tmp_path: Path, args: list[str], sleep: float = 0.0, kill_at_replace: int = -1
+) -> subprocess.Popen:
     runner = tmp_path / "runner.py"
     runner.write_text(RUNNER.format(tests=str(REPO / "tests")))
-    env = dict(os.environ, PYTHONPATH=str(REPO), EPOCH_SLEEP=str(sleep), TF_CPP_MIN_LOG_LEVEL="2")
+    markers = Path(args[args.index("--checkpoint-dir") + 1]).parent / "markers"
+    markers.mkdir(parents=True, exist_ok=True)
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(REPO),
+        EPOCH_SLEEP=str(sleep),
+        EPOCH_MARKERS=str(markers),
+        KILL_AT_REPLACE=str(kill_at_replace),
+        TF_CPP_MIN_LOG_LEVEL="2",
+    )
     return subprocess.Popen(
         [sys.executable, str(runner), *args],
         cwd=tmp_path,
@@ -194,56 +242,86 @@ def start_runner(tmp_path: Path, args: list[str], sleep: float) -> subprocess.Po
     )
 
 
+def kill_after_epoch(process: subprocess.Popen, markers: Path, epoch: int) -> None:
+    """SIGKILL a training run once its epoch `epoch` (0-based) is checkpointed, and reap it."""
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        if (markers / f"epoch-{epoch}").exists():
+            break
+        time.sleep(0.1)
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+
+
 def read_csv(path: Path) -> list[dict]:
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
 
 
-@pytest.mark.slow
-def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
-    data = split_tree(tmp_path / "data")
-    reference_dir, resumed_dir = tmp_path / "reference", tmp_path / "resumed"
+def saved_weights(path: Path) -> list[np.ndarray]:
+    from realfake.inference import load_classifier
 
-    reference = start_runner(tmp_path, training_args(data, reference_dir), sleep=0)
-    interrupted = start_runner(tmp_path, training_args(data, resumed_dir), sleep=1.5)
-    state_path = resumed_dir / "checkpoint" / "state.json"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        state = json.loads(state_path.read_text()) if state_path.is_file() else {}
-        if state.get("epoch", -1) >= 2 or interrupted.poll() is not None:
-            break
-        time.sleep(0.2)
-    interrupted.send_signal(signal.SIGKILL)
-    interrupted.communicate()
+    return load_classifier(path).model.get_weights()
+
+
+RESUME_EPOCHS = 3
+
+
+@pytest.fixture(scope="module")
+def resume_reference(tmp_path_factory):
+    """One uninterrupted 3-epoch run with --augment flip: its data folder and output folder."""
+    root = tmp_path_factory.mktemp("resume")
+    data = split_tree(root / "data")
+    out = root / "reference"
+    args = [*training_args(data, out, RESUME_EPOCHS), "--augment", "flip", "--dense-units", "8"]
+    reference = start_runner(root, args)
+    _, err = reference.communicate(timeout=300)
+    assert reference.returncode == 0, err[-2000:]
+    return data, out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "interruption", ["kill-9-after-first-checkpoint", "kill-inside-checkpoint"]
+)
+def test_resume_after_kill_matches_an_uninterrupted_run(resume_reference, tmp_path, interruption):
+    """A run killed with SIGKILL and resumed writes the same training log, bit for bit, and
+    saves the same weights as the run that was never interrupted: the model has GaussianNoise
+    and Dropout, the batches are augmented with flips, and the kill comes either after the first
+    epoch's checkpoint or in the middle of writing the second. Every kernel here is
+    deterministic on CPU, so no tolerance is needed."""
+    data, reference_dir = resume_reference
+    resumed_dir = tmp_path / "resumed"
+    args = [*training_args(data, resumed_dir, RESUME_EPOCHS), "--augment", "flip"]
+    args += ["--dense-units", "8"]
+    if interruption == "kill-9-after-first-checkpoint":
+        interrupted = start_runner(tmp_path, args, sleep=30)
+        kill_after_epoch(interrupted, resumed_dir / "markers", 0)
+    else:
+        interrupted = start_runner(tmp_path, args, kill_at_replace=1)
+        interrupted.communicate(timeout=300)
     assert interrupted.returncode == -signal.SIGKILL, "the run finished before it was killed"
     assert not (resumed_dir / "model.h5").exists()
-    killed_after = json.loads(state_path.read_text())["epoch"]
-    assert 2 <= killed_after < 5
 
-    out, err = reference.communicate(timeout=300)
-    assert reference.returncode == 0, err[-2000:]
-
-    resumed = start_runner(tmp_path, [*training_args(data, resumed_dir), "--resume"], sleep=0)
-    out, err = resumed.communicate(timeout=300)
+    resumed = start_runner(tmp_path, [*args, "--resume"])
+    _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err[-2000:]
-    assert f"resuming after epoch {killed_after + 1}" in err
+    assert "resuming after epoch" in err
 
-    expected, got = (
-        read_csv(reference_dir / "metrics" / "training_log.csv"),
-        read_csv(resumed_dir / "metrics" / "training_log.csv"),
-    )
-    assert [row["epoch"] for row in got] == [str(e) for e in range(6)]
-    for key in ("loss", "val_loss", "val_accuracy"):
-        np.testing.assert_allclose(
-            [float(r[key]) for r in got], [float(r[key]) for r in expected], rtol=1e-4, atol=1e-6
-        )
+    expected = read_csv(reference_dir / "metrics" / "training_log.csv")
+    got = read_csv(resumed_dir / "metrics" / "training_log.csv")
+    assert [row["epoch"] for row in got] == [str(e) for e in range(RESUME_EPOCHS)]
+    assert got == expected
+    for want, have in zip(
+        saved_weights(reference_dir / "model.h5"), saved_weights(resumed_dir / "model.h5"),
+        strict=True,
+    ):  # fmt: skip
+        np.testing.assert_array_equal(have, want)
     card = json.loads((resumed_dir / "model.json").read_text())
-    assert card["epochs_run"] == 6
     reference_card = json.loads((reference_dir / "model.json").read_text())
-    for key in ("loss", "accuracy", "auc", "f1", "threshold"):
-        assert card["test_metrics"][key] == pytest.approx(
-            reference_card["test_metrics"][key], rel=1e-4, abs=1e-6
-        )
+    assert card["epochs_run"] == RESUME_EPOCHS
+    assert card["test_metrics"] == reference_card["test_metrics"]
+    assert card["threshold"] == reference_card["threshold"]
     assert not (resumed_dir / "checkpoint").exists()
 
 
@@ -259,14 +337,16 @@ def test_resume_without_a_checkpoint_is_an_error(tmp_path, capsys):
 
 def test_resume_with_other_settings_is_refused(tmp_path, capsys):
     import model_training
-    from realfake.training import run_settings
+    from realfake.training_config import TrainingConfig, run_settings
 
     data = split_tree(tmp_path / "data", {"train": 2, "validation": 1, "test": 1})
     argv = training_args(data, tmp_path / "out")
-    interrupted = model_training.build_parser().parse_args(argv)
+    interrupted = TrainingConfig.from_mapping(model_training.build_parser().parse_args(argv))
     state = {"epoch": 1, "settings": run_settings(interrupted)}
-    (tmp_path / "out" / "checkpoint").mkdir(parents=True)
-    (tmp_path / "out" / "checkpoint" / "state.json").write_text(json.dumps(state))
+    checkpoint = tmp_path / "out" / "checkpoint" / "epoch-0002"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "state.json").write_text(json.dumps(state))
+    np.savez(checkpoint / "random.npz")
     assert model_training.main([*argv, "--resume", "--l2", "0.5", "--batch-size", "4"]) == 1
     err = capsys.readouterr().err
     assert err == "error: --resume needs the interrupted run's settings; these differ: " \
@@ -482,7 +562,7 @@ def test_bad_warmup_and_zero_init_combinations_are_refused_with_one_line(capsys)
 
 
 def test_clearing_a_checkpoint_leaves_no_empty_parent_but_keeps_a_used_one(tmp_path):
-    from realfake.training import clear_checkpoint
+    from realfake.checkpoint import clear_checkpoint
 
     checkpoint = tmp_path / "runs" / "training"
     checkpoint.mkdir(parents=True)
@@ -548,3 +628,194 @@ def test_a_finished_checkpoint_is_rescored_with_test_time_flip_without_training(
     assert card["test_metrics"]["loss"] != pytest.approx(
         first_card["test_metrics"]["loss"], rel=1e-6
     )
+
+
+def test_early_stopping_stops_after_patience_and_its_count_survives_a_resume():
+    from realfake.callbacks import ResumableEarlyStopping
+
+    losses = [1.0, 0.8, 0.9, 0.85, 0.7]  # epochs 2 and 3 bring no lower validation loss
+    model = scripted_model()
+    model.stop_training = False
+    uninterrupted = ResumableEarlyStopping(patience=2, verbose=0)
+    last = run_epochs(uninterrupted, model, [{"loss": 0.5, "val_loss": v} for v in losses])
+    assert last == 3 and model.stop_training and uninterrupted.stopped_epoch == 3
+
+    # The same run, interrupted after epoch 2 and resumed from the state saved then.
+    model.stop_training = False
+    first = ResumableEarlyStopping(patience=2, verbose=0)
+    run_epochs(first, model, [{"loss": 0.5, "val_loss": v} for v in losses[:3]])
+    assert not model.stop_training and first.state()["wait"] == 1
+    resumed = ResumableEarlyStopping(patience=2, verbose=0)
+    resumed.restore(first.state())
+    resumed.set_model(model)
+    resumed.on_train_begin()
+    resumed.on_epoch_end(3, {"loss": 0.5, "val_loss": losses[3]})
+    assert model.stop_training and resumed.stopped_epoch == 3
+    assert resumed.best == pytest.approx(0.8) and resumed.best_epoch == 1
+
+
+def test_progress_lines_come_every_interval_with_images_rate_and_loss():
+    import io
+
+    from realfake.callbacks import ProgressLog
+
+    times = iter([0.0, 10.0, 61.0, 62.0, 125.0])
+    stream = io.StringIO()
+    callback = ProgressLog(9, 63_174, 64, interval=60, stream=stream, clock=lambda: next(times))
+    callback.on_epoch_begin(0)
+    for batch, loss in ((49, 0.9), (199, 0.41), (200, 0.4), (499, 0.3512)):
+        callback.on_train_batch_end(batch, {"loss": loss})
+    assert stream.getvalue().splitlines() == [
+        "epoch 1/9: 12,800/63,174 images, 210 images/s, loss 0.41",
+        "epoch 1/9: 32,000/63,174 images, 256 images/s, loss 0.3512",
+    ]
+
+
+def test_training_says_what_it_does_and_prints_progress_when_not_a_terminal(
+    tmp_path, monkeypatch, capsys
+):
+    import model_training
+    import realfake.model
+
+    monkeypatch.setattr(realfake.model, "build_model", tiny_model)
+    data = split_tree(tmp_path / "data", {"train": 8, "validation": 2, "test": 2})
+    argv = [*training_args(data, tmp_path / "out", epochs=2), "--progress-seconds", "0.001"]
+    argv.remove("--quiet")
+    assert model_training.main(argv) == 0
+    err = capsys.readouterr().err
+    assert f"decoding the images of {data} at 32x32" in err
+    assert "building ResNet101 (weights: none)" in err
+    for line in ("epoch 1/2: 8/16 images", "epoch 1/2: 16/16 images", "epoch 2/2: 16/16 images"):
+        assert line in err
+    assert err.index("decoding") < err.index("building") < err.index("epoch 1/2: 8/16 images")
+
+
+def test_the_cifake_recipe_fills_the_settings_and_explicit_flags_override_it():
+    import model_training
+    from realfake.training_config import RECIPES, TrainingConfig
+
+    parser = model_training.build_parser()
+    plain = model_training.parse_arguments(parser, [])
+    assert plain.weights == "imagenet" and plain.epochs == 60 and plain.augment is None
+    parser = model_training.build_parser()
+    args = model_training.parse_arguments(
+        parser, ["--recipe", "cifake", "--epochs", "3", "--weights", "w.h5"]
+    )
+    config = TrainingConfig.from_mapping(args)
+    assert config.epochs == 3 and config.weights == "w.h5"  # given on the command line
+    for name, value in RECIPES["cifake"].items():
+        if name not in ("epochs", "weights"):
+            assert getattr(config, name) == value, name
+    assert config.augment == "flip" and config.zero_init_residual and config.test_time_flip
+    assert "--recipe cifake" in (REPO / "Makefile").read_text()
+
+
+def test_model_is_the_path_flag_and_model_path_a_hidden_alias():
+    import model_training
+
+    parser = model_training.build_parser()
+    assert parser.parse_args(["--model", "a.h5"]).model_path == Path("a.h5")
+    assert parser.parse_args(["--model-path", "b.h5"]).model_path == Path("b.h5")
+    assert "--model-path" not in parser.format_help() and "--model PATH" in parser.format_help()
+
+
+def test_help_answers_without_tensorflow_and_states_each_default_once():
+    program = (
+        "import sys, time\n"
+        "start = time.perf_counter()\n"
+        "import model_training\n"
+        "text = model_training.build_parser().format_help()\n"
+        "print(time.perf_counter() - start, 'tensorflow' in sys.modules, 'keras' in sys.modules)\n"
+        "print(text)\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", program],
+        cwd=REPO,
+        env=dict(os.environ, COLUMNS="200"),  # one line per option's help
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert completed.returncode == 0, completed.stderr
+    first, text = completed.stdout.split("\n", 1)
+    seconds, tensorflow_loaded, keras_loaded = first.split()
+    assert float(seconds) < 1.0 and tensorflow_loaded == keras_loaded == "False"
+    options = text.split("\n  -")  # one block per option
+    assert all(block.count("(default:") <= 1 for block in options)
+    for wrong in ("(default: True)", "(default: False)", "(default: None)"):
+        assert wrong not in text
+    assert "(default: 60)" in text and "(default: imagenet)" in text
+    assert "examples:" in text and "--recipe cifake" in text
+
+
+def test_offline_imagenet_weights_fail_in_one_line_before_any_decoding(
+    tmp_path, monkeypatch, capsys
+):
+    import keras
+
+    import model_training
+    import realfake.data
+
+    def no_network(*args, **kwargs):
+        raise Exception("URL fetch failure on https://storage.googleapis.com/: no route")
+
+    def decoding(*args, **kwargs):
+        raise AssertionError("decoded the data before checking the weights")
+
+    monkeypatch.setattr(keras.utils, "get_file", no_network)
+    monkeypatch.setattr(realfake.data, "load_splits", decoding)
+    data = split_tree(tmp_path / "data", {"train": 1, "validation": 1, "test": 1})
+    argv = training_args(data, tmp_path / "out")
+    argv.remove("--weights")
+    argv.remove("none")
+    assert model_training.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: cannot download the ImageNet weights")
+    assert "--weights none" in err and "--weights PATH" in err
+
+
+@pytest.mark.slow
+def test_weights_from_a_file_fold_the_caffe_preprocessing_into_the_model(tmp_path):
+    """With --weights PATH the model takes raw RGB pixels, yet its base computes what Keras's
+    ResNet101 with those weights computes on `preprocess_input(pixels)` (BGR, mean subtracted):
+    the channel flip lives in conv1's kernel and the mean in the model's first layer."""
+    import keras
+
+    from realfake.model import BASE_NAME, build_model
+
+    keras.utils.set_random_seed(3)
+    weights_file = tmp_path / "resnet101_notop.weights.h5"
+    random_base = keras.applications.ResNet101(
+        include_top=False, weights=None, input_shape=(32, 32, 3)
+    )
+    random_base.save_weights(weights_file)
+    pixels = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
+
+    model = build_model(image_size=32, weights=str(weights_file), dense_units=8)
+    ours = model.get_layer(BASE_NAME)(model.get_layer("preprocess")(pixels), training=False)
+    reference = keras.applications.ResNet101(
+        include_top=False, weights=str(weights_file), input_shape=(32, 32, 3)
+    )
+    theirs = reference(keras.applications.resnet.preprocess_input(pixels.copy()), training=False)
+    ours, theirs = np.asarray(ours), np.asarray(theirs)
+    assert ours.shape == (4, 1, 1, 2048) and np.abs(theirs).max() > 0
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4 * np.abs(theirs).max())
+
+
+def test_the_training_package_takes_a_typed_config_and_never_sees_argparse():
+    import ast
+    import inspect
+
+    from realfake import training
+    from realfake.training_config import TrainingConfig
+
+    assert inspect.signature(training.train).parameters["config"].annotation is TrainingConfig
+    for name in ("training", "training_config", "callbacks", "checkpoint"):
+        tree = ast.parse((REPO / "realfake" / f"{name}.py").read_text(encoding="utf-8"))
+        imported = {
+            alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import | ast.ImportFrom)
+            for alias in node.names
+        } | {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        assert "argparse" not in imported, name
