@@ -48,6 +48,19 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
+def augmentation_names(text: str) -> str:
+    """--augment's value checked: comma-separated names, at most one of config.AUGMENTATIONS."""
+    names = text.split(",")
+    known = (*config.AUGMENTATIONS, *config.ROBUSTNESS_AUGMENTATIONS)
+    if any(name not in known for name in names) or len(set(names)) < len(names):
+        raise argparse.ArgumentTypeError(
+            f"invalid choice: {text!r} (comma-separated names from {', '.join(known)}, each once)"
+        )
+    if sum(name in config.AUGMENTATIONS for name in names) > 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: flip and flip-shift do not combine")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Train the ResNet101 real-or-AI-generated image classifier.",
@@ -163,9 +176,18 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="?",
         const="flip-shift",
         default=None,
-        choices=config.AUGMENTATIONS,
-        help="random transforms of training batches: flip (horizontal mirror images, pixel "
-        "values kept) or flip-shift (also shifts of up to 10%%, resampled); alone: flip-shift",
+        type=augmentation_names,
+        help="random transforms of training batches, comma-separated: flip (horizontal mirror "
+        "images, pixel values kept) or flip-shift (also shifts of up to 10%%, resampled), and "
+        "jpeg (re-encoding at quality 30-100) and/or blur (Gaussian, sigma 0-3), each image with "
+        "--robustness-probability; e.g. flip,jpeg,blur; alone: flip-shift",
+    )
+    parser.add_argument(
+        "--robustness-probability",
+        type=float,
+        default=0.1,
+        help="chance that --augment jpeg re-encodes a training image, and apart from it that "
+        "--augment blur blurs one (default: 0.1)",
     )
     parser.add_argument(
         "--test-time-flip",
@@ -241,6 +263,8 @@ def main(argv=None) -> int:
         parser.error("--zero-init-residual needs --weights none (it would erase loaded weights)")
     if args.progress_seconds <= 0:
         parser.error("--progress-seconds must be positive")
+    if not 0.0 <= args.robustness_probability <= 1.0:
+        parser.error("--robustness-probability must be between 0 and 1")
     if args.seed % (2**31 - 1) == 0:
         # TensorFlow cannot combine a global seed of 0 with the per-epoch shuffle's tensor seed.
         parser.error("--seed must not be 0 (or a multiple of 2**31 - 1)")

@@ -32,6 +32,8 @@ IMAGE_SIZE = 32
 
 # The training-batch augmentations of realfake.data.augmentation_layers and --augment.
 AUGMENTATIONS = ("flip", "flip-shift")
+# Re-encoding and blur for robustness (realfake.robustness), combinable with one of the above.
+ROBUSTNESS_AUGMENTATIONS = ("jpeg", "blur")
 
 MODELS_DIR = Path("models")
 MODEL_PATH = MODELS_DIR / "ai_real_image_classifier_resnet101.h5"

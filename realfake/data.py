@@ -176,6 +176,7 @@ def make_dataset(
     weights: dict[int, float] | None = None,
     augment: str | None = None,
     epochs: tuple[int, int] | None = None,
+    robustness_probability: float = 0.1,
 ):
     """A tf.data pipeline of (float32 pixels 0-255, one-hot labels[, sample weights]) batches.
 
@@ -183,12 +184,18 @@ def make_dataset(
     `epochs=(first, last)` the batches of epochs first..last-1 follow one another, each epoch in
     an order fixed by (seed, epoch), so a resumed run sees exactly the batches an uninterrupted
     one would have seen. Without it, one pass in file order. `augment` names the training-batch
-    transforms of `augmentation_layers` (None: none), drawn per (seed, epoch, batch) likewise.
+    transforms, comma-separated: at most one of `augmentation_layers`' modes, and `jpeg` and/or
+    `blur` (`realfake.robustness.augment_for_robustness`, each image with probability
+    `robustness_probability`); all drawn per (seed, epoch, batch) likewise. None: none.
     """
     import tensorflow as tf
 
+    names = augment.split(",") if augment else []
+    layer_mode = next((name for name in names if name in AUGMENTATIONS), None)
+    jpeg = robustness_probability if "jpeg" in names else 0.0
+    blur = robustness_probability if "blur" in names else 0.0
     # Made here, not inside the pipeline's traced functions, which cannot create variables.
-    transforms = augmentation_layers(augment) if augment else []
+    transforms = augmentation_layers(layer_mode) if layer_mode else []
     tensors = [split.images, one_hot(split.labels)]
     if weights is not None:
         tensors.append(np.array([weights[int(label)] for label in split.labels], np.float32))
@@ -200,8 +207,18 @@ def make_dataset(
     def batches_of_epoch(epoch, shuffle: bool):
         order_seed = tf.constant(seed, tf.int64) * 1_000_003 + epoch
         ordered = examples.shuffle(len(split), seed=order_seed) if shuffle else examples
-        batches = ordered.batch(batch_size).map(cast, num_parallel_calls=tf.data.AUTOTUNE)
-        if not augment:
+        batches = ordered.batch(batch_size)
+        if jpeg or blur:
+            from realfake.robustness import augment_for_robustness
+
+            def degrade(index, batch):  # on the uint8 pixels, as a messenger or a site would
+                images, *rest = batch
+                seed_pair = tf.stack([order_seed, -1 - index])  # apart from the flips' seeds
+                return (augment_for_robustness(images, seed_pair, jpeg, blur), *rest)
+
+            batches = batches.enumerate().map(degrade, num_parallel_calls=tf.data.AUTOTUNE)
+        batches = batches.map(cast, num_parallel_calls=tf.data.AUTOTUNE)
+        if not transforms:
             return batches
 
         def apply(index, batch):

@@ -410,26 +410,3 @@ def augment_for_robustness(
             fn_output_signature=tf.TensorSpec(images.shape[1:], tf.uint8),
         )
     return images[0] if single else images
-
-
-def add_robustness_augmentation(
-    dataset,
-    seed: int = SEED,
-    jpeg_probability: float = 0.0,
-    blur_probability: float = 0.0,
-    first_batch: int = 0,
-):
-    """Map a batched tf.data pipeline of (uint8 images, ...) through `augment_for_robustness`.
-
-    Batch k is augmented with the seed (seed, first_batch + k), so a run resumed at batch
-    `first_batch` augments exactly as the uninterrupted run would have.
-    """
-    import tensorflow as tf
-
-    def apply(batch_index, batch):
-        images, *rest = batch
-        batch_seed = tf.stack([tf.constant(seed, tf.int64), batch_index])
-        images = augment_for_robustness(images, batch_seed, jpeg_probability, blur_probability)
-        return (images, *rest)
-
-    return dataset.enumerate(start=first_batch).map(apply, num_parallel_calls=tf.data.AUTOTUNE)

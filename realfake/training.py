@@ -331,6 +331,7 @@ def fit(run: TrainingRun) -> None:
             seed=config.seed,
             weights=class_weights(train_split.labels),
             augment=config.augment,
+            robustness_probability=config.robustness_probability,
             epochs=(run.initial_epoch, config.epochs),
         )
         validation_data = make_dataset(run.splits["validation"], config.batch_size)

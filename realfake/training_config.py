@@ -36,6 +36,7 @@ class TrainingConfig:
     freeze_base: bool = False
     zero_init_residual: bool = False
     augment: str | None = None
+    robustness_probability: float = 0.1
     test_time_flip: bool = False
     grace_epochs: int = 3
     patience: int = 10
@@ -58,7 +59,7 @@ RUN_SETTINGS = (
     "data", "weights", "image_size", "batch_size", "epochs", "learning_rate",
     "end_learning_rate", "decay_power", "dense_units", "l2", "seed", "limit_per_class",
     "freeze_base", "augment", "grace_epochs", "patience", "bn_batches", "warmup_fraction",
-    "zero_init_residual",
+    "zero_init_residual", "robustness_probability",
 )  # fmt: skip
 
 

@@ -432,26 +432,49 @@ def test_a_batch_mixing_sigmas_blurs_each_image_with_its_own():
 
 
 def test_the_pipeline_augments_a_resumed_run_as_the_whole_run():
-    import tensorflow as tf
+    from realfake.data import Split, make_dataset
 
     images = textured_images(20)
-    labels = np.arange(20)
+    split = Split(images, np.arange(20) % 2, [f"{index}.png" for index in range(20)])
 
-    def batches(first_batch):
-        dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(4)
-        dataset = robustness.add_robustness_augmentation(
-            dataset.skip(first_batch), 42, 0.5, 0.5, first_batch=first_batch
+    def batches(epochs):
+        dataset = make_dataset(
+            split, 4, seed=42, augment="jpeg,blur", epochs=epochs, robustness_probability=0.5
         )
         return [(x.numpy(), y.numpy()) for x, y in dataset]
 
-    whole, resumed = batches(0), batches(2)
-    assert len(whole) == 5 and len(resumed) == 3
+    whole, resumed = batches((0, 3)), batches((1, 3))
+    assert len(whole) == 15 and len(resumed) == 10
     for (whole_images, whole_labels), (images_again, labels_again) in zip(
-        whole[2:], resumed, strict=True
+        whole[5:], resumed, strict=True
     ):
         np.testing.assert_array_equal(whole_images, images_again)
         np.testing.assert_array_equal(whole_labels, labels_again)
-    changed = [np.any(x != images[y], axis=(1, 2, 3)) for x, y in whole]
+    originals = {image.tobytes() for image in images.astype(np.float32)}
+    changed = [np.array([x.tobytes() not in originals for x in batch]) for batch, _ in whole]
     assert 0 < np.mean(np.concatenate(changed)) < 1
     # Each batch draws its own augmentation: the same images in two batches are not treated alike.
     assert not all(np.array_equal(changed[0], other) for other in changed[1:])
+
+
+@pytest.mark.parametrize(
+    ("value", "accepted"),
+    [
+        ("flip,jpeg,blur", True),
+        ("jpeg", True),
+        ("flip-shift,blur", True),
+        ("flip,flip-shift", False),
+        ("jpeg,jpeg", False),
+        ("sharpen", False),
+    ],
+)
+def test_training_takes_robustness_augmentations_beside_one_flip_mode(value, accepted, capsys):
+    import model_training
+
+    parser = model_training.build_parser()
+    if accepted:
+        assert parser.parse_args(["--augment", value]).augment == value
+    else:
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--augment", value])
+        assert "--augment" in capsys.readouterr().err
