@@ -10,7 +10,7 @@ setup: $(VENV)/.installed
 
 # The project itself, editable, with its test and lint tools (the dev extra of pyproject.toml):
 # the benchmarks in bench/ import the installed package.
-$(VENV)/.installed: requirements.txt pyproject.toml
+$(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
 	$(PYTHON) -m pip install --quiet -e '.[dev]'
