@@ -28,7 +28,7 @@ from realfake.modelcard import (
 FAKE_INDEX = CLASS_NAMES.index(POSITIVE_CLASS)
 REAL_INDEX = 1 - FAKE_INDEX
 DEFAULT_THRESHOLD = 0.5
-TRAIN_COMMAND = "python model_training.py"
+TRAIN_COMMAND = "python model_training.py --recipe cifake"
 UNCERTAIN = "Uncertain"
 
 

@@ -169,7 +169,7 @@ def test_evaluate_errors_are_one_line(saved_model, image_tree, tmp_path, capsys)
     assert evaluate_model.main(["--model", str(tmp_path / "none.h5"), "--data", str(data)]) == 1
     assert capsys.readouterr().err == (
         f"error: no model at {tmp_path / 'none.h5'} yet: "
-        "train one with `python model_training.py`\n"
+        "train one with `python model_training.py --recipe cifake`\n"
     )
 
     with pytest.raises(SystemExit) as caught:
