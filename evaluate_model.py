@@ -23,31 +23,47 @@ from pathlib import Path
 
 import realfake  # noqa: F401  (sets TensorFlow's environment before it is imported)
 from realfake import config
-from realfake.cli import add_quiet_argument, report_errors, require_at_least_one
+from realfake.cli import (
+    add_quiet_argument,
+    add_verbose_argument,
+    report_errors,
+    require_at_least_one,
+    stage_parser,
+)
 from realfake.fileops import atomic_write_text
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description="Evaluate a saved real-or-AI-generated image classifier on a labelled folder.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    parser = stage_parser(
+        __doc__,
+        "Evaluate a saved real-or-AI-generated image classifier on a labelled folder.",
     )
     parser.add_argument(
-        "--model", type=Path, default=config.MODEL_PATH, help="the saved model (.h5)"
+        "--model",
+        type=Path,
+        default=config.MODEL_PATH,
+        help="the saved model (.h5) (default: %(default)s)",
     )
     parser.add_argument(
         "--data",
         type=Path,
         default=config.DATA_DIR / "test",
-        help="folder with Fake/ and Real/ sub-folders (or aliases such as FAKE/REAL)",
+        help="folder with Fake/ and Real/ sub-folders (or aliases such as FAKE/REAL) "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--output",
         type=Path,
         default=config.METRICS_DIR / "evaluation",
-        help="folder for metrics.json, confusion_matrix.png and roc_curve.png",
+        help="folder for metrics.json, confusion_matrix.png and roc_curve.png "
+        "(default: %(default)s)",
     )
-    parser.add_argument("--batch-size", type=int, default=64, help="images per prediction batch")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=64,
+        help="images per prediction batch (default: %(default)s)",
+    )
     parser.add_argument(
         "--threshold",
         type=float,
@@ -70,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         "keep it quick; implies --robustness (default: every image)",
     )
     add_quiet_argument(parser)
+    add_verbose_argument(parser)
     return parser
 
 

@@ -19,7 +19,12 @@ from pathlib import Path
 
 import realfake  # noqa: F401  (sets TensorFlow's environment before it is imported)
 from realfake import config
-from realfake.cli import add_quiet_argument, report_errors, require_at_least_one
+from realfake.cli import (
+    add_quiet_argument,
+    add_verbose_argument,
+    report_errors,
+    require_at_least_one,
+)
 from realfake.training_config import CHECKPOINT_DIR, RECIPES, TrainingConfig
 
 EXAMPLES = """examples:
@@ -235,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="when output is not a terminal, print a progress line this often during an epoch",
     )
     add_quiet_argument(parser)
+    add_verbose_argument(parser)
     return parser
 
 

@@ -50,3 +50,31 @@ def test_only_known_start_up_lines_are_filtered(capfd):
     loader.exec_module(None)
     err = capfd.readouterr().err
     assert err == "W0000 456 something.cc:9] a real problem worth seeing\n"
+
+
+HELP_WITHOUT_TENSORFLOW = (
+    "import re, runpy, sys\n"
+    "sys.argv = [sys.argv[1], '--help']\n"
+    "try:\n"
+    "    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+    "except SystemExit as stop:\n"
+    "    assert stop.code in (0, None), stop.code\n"
+    "print('TENSORFLOW LOADED' if 'tensorflow' in sys.modules else 'no tensorflow')\n"
+)
+
+
+def test_evaluation_help_has_an_example_states_defaults_once_and_loads_no_tensorflow():
+    result = subprocess.run(
+        [sys.executable, "-c", HELP_WITHOUT_TENSORFLOW, "evaluate_model.py"],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.rstrip().endswith("no tensorflow")
+    assert "Example:" in out and "--robustness-per-class 500" in out
+    assert "(default: None)" not in out and out.count("(default:") == len(
+        [line for line in out.splitlines() if "(default:" in line]
+    )
