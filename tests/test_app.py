@@ -118,9 +118,12 @@ def test_api_predicts_one_file_as_the_model_does(app, client):
     assert set(answer) == {
         "filename",
         "label",
+        "verdict",
+        "uncertain",
         "probability_fake",
         "probability_real",
         "threshold",
+        "notices",
     }
     assert answer["filename"] == "photo.png"
     assert answer["probability_fake"] == pytest.approx(model_probability(app, data), abs=1e-6)
@@ -128,6 +131,9 @@ def test_api_predicts_one_file_as_the_model_does(app, client):
     assert answer["threshold"] == 0.5
     expected_label = "Fake" if answer["probability_fake"] >= 0.5 else "Real"
     assert answer["label"] == expected_label
+    # The fixture's card has no uncertain band, and a 32x32 image is the training size.
+    assert answer["verdict"] == expected_label and answer["uncertain"] is False
+    assert answer["notices"] == []
 
 
 def test_api_answers_several_files_in_order(app, client):
