@@ -935,7 +935,8 @@ def test_app_script_check_answers_one_generated_image(app, saved_model, capsys):
     assert app_script.main(["--model", str(saved_model), "--check"]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
     found = re.fullmatch(
-        r"model answers: noise\.png -> (Fake|Real) \(probability_fake ([0-9.]+), threshold 0\.5000\)",
+        r"model answers: noise\.png -> (Fake|Real) "
+        r"\(probability_fake ([0-9.]+), threshold 0\.5000\)",
         line,
     )
     assert found, line
