@@ -199,10 +199,14 @@ class Predictor:
         spec = tf.TensorSpec([None, side, side, 3], tf.float32)
         self._saliency = tf.function(self._saliency_graph, input_signature=[spec])
         self._grad_cam = tf.function(self._grad_cam_graph, input_signature=[spec])
-        # Trace now, once, so concurrent first requests never race to build the graph.
-        self.predict_arrays(np.zeros((1, side, side, 3), np.uint8))
         self._noise_lock = threading.Lock()
+        # Trace both graphs now, once: concurrent first requests never race to build them, and
+        # the first visitor does not wait many seconds for the gradient graph.
+        blank = np.zeros((1, side, side, 3), np.uint8)
+        self.predict_arrays(blank)
         self._rng = np.random.default_rng(0)
+        self.heatmap(blank[0])
+        self._rng = np.random.default_rng(0)  # the same noise as if nothing had been traced
 
     def predict_arrays(self, images: np.ndarray) -> list[Prediction]:
         """Predictions for a batch of uint8 images of shape (n, side, side, 3), in one batch."""
