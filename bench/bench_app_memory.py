@@ -117,7 +117,8 @@ class Watch:
 
     def __init__(self, pid: int, port: int):
         self.pid, self.port = pid, port
-        self.peak = 0.0
+        self.start = resident_megabytes(pid)  # glibc keeps freed memory: later cases start higher
+        self.peak = self.start
         self.health_answered = 0
         self.health_failed = 0
         self.slowest_health = 0.0
@@ -223,20 +224,20 @@ def run(args, model_path: Path, scratch: Path) -> int:
         f"model {model_path.name}; {args.side:,}x{args.side:,} PNG of {len(png) / 1024:,.0f} kB; "
         f"werkzeug threaded (app.py) on 127.0.0.1"
     )
-    print(
-        "| case | answers | slowest s | idle MB | peak MB | peak - idle MB | /health ok / failed |"
-    )
+    print(f"server resident memory when idle: {idle:,.0f} MB")
+    print("| case | answers | slowest s | MB before | peak MB | rise MB | /health ok / failed |")
     print("|---|---|---|---|---|---|---|")
     print(
-        f"| {args.clients} concurrent page uploads | {counts} | {max(seconds):.1f} | {idle:,.0f} | "
-        f"{concurrent.peak:,.0f} | {concurrent.peak - idle:,.0f} | "
+        f"| {args.clients} concurrent page uploads | {counts} | {max(seconds):.1f} | "
+        f"{concurrent.start:,.0f} | {concurrent.peak:,.0f} | {concurrent.peak - idle:,.0f} | "
         f"{concurrent.health_answered} / {concurrent.health_failed} "
         f"(slowest {concurrent.slowest_health:.2f} s) |"
     )
     if many is not None:
         print(
             f"| {args.files} PNGs in one page request | 1 x {many[0]} | {many[1]:.1f} | "
-            f"{idle:,.0f} | {together.peak:,.0f} | {together.peak - idle:,.0f} | "
+            f"{together.start:,.0f} | {together.peak:,.0f} | "
+            f"{together.peak - together.start:,.0f} | "
             f"{together.health_answered} / {together.health_failed} "
             f"(slowest {together.slowest_health:.2f} s) |"
         )

@@ -30,6 +30,7 @@ from realfake.serving import (
     upload_size,
 )
 from realfake.webpage import (
+    EXAMPLE_RECIPES,
     FRAME_SIDE,
     VERDICTS,
     card_summary,
@@ -393,8 +394,6 @@ def api_predict():
 
 
 def _example_list() -> list[dict]:
-    from realfake.webpage import EXAMPLE_RECIPES
-
     return [{"name": name, "title": title} for name, title, _, _ in EXAMPLE_RECIPES]
 
 
