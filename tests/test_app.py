@@ -1099,3 +1099,20 @@ def test_favicon_is_served(client):
     assert client.get("/favicon.ico").status_code == 200
     icon = re.search(r'<link rel="icon" href="([^"]+)"', client.get("/").get_data(as_text=True))
     assert client.get(icon.group(1)).status_code == 200
+
+
+def test_a_loaded_model_is_kept_when_its_file_changes(tmp_path, saved_model):
+    """As ModelHolder says: only a model that failed to load is looked for again."""
+    import os
+
+    model_path = tmp_path / "kept.h5"
+    shutil.copy(saved_model, model_path)
+    save_card(model_path, {**load_card(saved_model), "threshold": 0.25})
+    kept_app = create_app({"MODEL_PATH": str(model_path)})
+    client = kept_app.test_client()
+    assert client.get("/health").get_json()["threshold"] == 0.25
+    predictor = kept_app.extensions[EXTENSION].get()
+    os.utime(model_path, ns=(1, 1))  # as if written again, by another training run
+    save_card(model_path, {**load_card(saved_model), "threshold": 0.75})
+    assert client.get("/health").get_json()["threshold"] == 0.25
+    assert kept_app.extensions[EXTENSION].get() is predictor
