@@ -1,7 +1,6 @@
 """Image files: recognising them, checking they decode, and decoding them the one way that
 training, evaluation and the app all share."""
 
-import contextlib
 import io
 from pathlib import Path
 
@@ -52,10 +51,11 @@ def load_rgb(source: Path | bytes, image_size: int | None = None) -> np.ndarray:
     caller can derive other views from the same decode.
     """
     if isinstance(source, Image.Image):
-        opened = contextlib.nullcontext(source)
+        opened = source
     else:
         opened = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
-    with opened as image:
+    try:
+        image = opened
         image.seek(0)
         twice = None if image_size is None else 2 * image_size
         if twice is not None and min(image.size) > twice:
@@ -73,3 +73,6 @@ def load_rgb(source: Path | bytes, image_size: int | None = None) -> np.ndarray:
         if image_size is not None and image.size != (image_size, image_size):
             image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
         return np.asarray(image, dtype=np.uint8)
+    finally:
+        if opened is not source:  # a caller's open image stays open for the caller
+            opened.close()
