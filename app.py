@@ -15,28 +15,55 @@ import io
 import sys
 
 import realfake  # noqa: F401  (sets TensorFlow's defaults before it is imported)
+from realfake.appconfig import DEFAULTS
 from realfake.cli import report_errors, require_at_least_one
-from realfake.config import MODEL_PATH
 from realfake.errors import PipelineError
-from realfake.webapp import DEFAULTS, create_app
 
-__all__ = ["create_app", "main"]
+__all__ = ["create_app", "main"]  # noqa: F822  (create_app comes from __getattr__)
+
+EPILOG = """examples:
+  python app.py                                   serve the default model on 127.0.0.1:5000
+  python app.py --model models/other.h5 --port 8080
+  python app.py --check                           load the model, answer one image, exit
+  REALFAKE_MODEL_PATH=models/other.h5 gunicorn -w 2 "app:create_app()"
+
+Other settings are environment variables read by create_app (REALFAKE_ + the name):
+MAX_IMAGE_PIXELS (per image, default {MAX_IMAGE_PIXELS:,}), MAX_REQUEST_PIXELS (per request,
+default {MAX_REQUEST_PIXELS:,}), MAX_CONCURRENT_WORK (requests decoding or predicting at once,
+default {MAX_CONCURRENT_WORK}), WORK_WAIT_SECONDS (how long others wait before a 503, default
+{WORK_WAIT_SECONDS:g})."""
+
+
+def __getattr__(name: str):
+    # `flask --app app` and gunicorn's "app:create_app()" find the factory here; importing it
+    # only then keeps `python app.py --help` free of Flask, NumPy and TensorFlow.
+    if name == "create_app":
+        from realfake.webapp import create_app
+
+        return create_app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--model", default=str(MODEL_PATH), help=f"saved .h5 model (default: {MODEL_PATH})"
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=EPILOG.format(**DEFAULTS),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)"
+        "--model", default=DEFAULTS["MODEL_PATH"], help="saved .h5 model (default: %(default)s)"
     )
-    parser.add_argument("--port", type=int, default=5000, help="port to listen on (default: 5000)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=5000, help="port to listen on (default: %(default)s)"
+    )
     parser.add_argument(
         "--max-files",
         type=int,
         default=DEFAULTS["MAX_FILES"],
-        help=f"most images per request (default: {DEFAULTS['MAX_FILES']})",
+        help="most images per request (default: %(default)s)",
     )
     parser.add_argument(
         "--max-megabytes",
@@ -88,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     require_at_least_one(parser, args, "max_files")
     if args.max_megabytes <= 0:
         parser.error("--max-megabytes must be positive")
+    from realfake.webapp import create_app
+
     app = create_app(
         {
             "MODEL_PATH": args.model,

@@ -45,11 +45,36 @@ def load_rgb(source: Path | bytes, image_size: int | None = None) -> np.ndarray:
     """Decode an image file or its bytes to a uint8 RGB array, resized bilinearly to a square.
 
     EXIF orientation is applied and only the first frame of an animation is used. With
-    `image_size` None the image keeps its own size.
+    `image_size` None the image keeps its own size. An image whose shorter side is more than
+    twice `image_size` is decoded toward twice that side first: a JPEG at 1/2, 1/4 or 1/8 of its
+    size (Pillow's draft mode), any other format decoded once and reduced by a whole factor before
+    its pixels are converted; smaller images decode exactly as they always have. `source` may
+    also be an image Pillow has opened, which is then decoded in place and left open, so its
+    caller can derive other views from the same decode.
     """
-    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+    if isinstance(source, Image.Image):
+        opened = source
+    else:
+        opened = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+    try:
+        image = opened
         image.seek(0)
-        image = _to_rgb(ImageOps.exif_transpose(image))
+        twice = None if image_size is None else 2 * image_size
+        if twice is not None and min(image.size) > twice:
+            # A no-op for formats other than JPEG; must come before the pixels are decoded.
+            image.draft(image.mode, (twice, twice))
+        # In place: a copy of a large image would double the memory its decode takes.
+        ImageOps.exif_transpose(image, in_place=True)
+        factor = 1 if twice is None else min(image.size) // twice
+        if factor > 1:
+            # reduce() takes neither bilevel, palette nor 16-bit images: convert those first.
+            if image.mode in ("1", "P", "PA") or image.mode.startswith("I;16"):
+                image = _to_rgb(image)
+            image = image.reduce(factor)
+        image = _to_rgb(image)
         if image_size is not None and image.size != (image_size, image_size):
             image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
         return np.asarray(image, dtype=np.uint8)
+    finally:
+        if opened is not source:  # a caller's open image stays open for the caller
+            opened.close()

@@ -1,89 +1,156 @@
 """Serving the saved classifier: checked uploads in, probabilities and heatmaps out.
 
+Nothing here knows HTTP or HTML: an upload that cannot be used raises UploadError with a `kind`
+(empty, not_image, unsupported, corrupt, too_large) that the web app turns into a status code.
 The model is loaded once per process and called through `tf.function`s with fixed input
 signatures, so a request costs one decode and one compiled forward pass, never a per-call
 `model.predict` set-up. Every image is decoded by `realfake.images.load_rgb`, exactly as training
 and evaluation decode it, so the app's probabilities equal theirs for the same file.
 """
 
-import base64
 import io
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
+from realfake.appconfig import DEFAULT_MAX_IMAGE_PIXELS
 from realfake.errors import PipelineError
 from realfake.images import load_rgb
 from realfake.inference import FAKE_INDEX, Prediction, load_classifier
-from realfake.model import BASE_NAME
 
 # Pillow's readers tried on uploads; its JPEG reader also opens camera JPEGs (MPO).
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 ALLOWED_DESCRIPTION = "JPEG, PNG, WebP, BMP, GIF or TIFF"
-DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
 # Grad-CAM on a coarser map than this paints a few blocks that say nothing about where to look.
 GRAD_CAM_MIN_SIDE = 7
-# The model card's test metrics as the page shows them: (key, label, format).
-METRIC_FORMATS = (
-    ("accuracy", "accuracy", "{:.1%}"),
-    ("precision", "precision", "{:.1%}"),
-    ("recall", "recall", "{:.1%}"),
-    ("f1", "F1", "{:.3f}"),
-    ("auc", "AUC", "{:.3f}"),
-    ("loss", "loss", "{:.3f}"),
+# The first bytes of each allowed format: a file that starts like one but does not open is a
+# damaged image, not something else.
+SIGNATURES = (
+    b"\xff\xd8\xff",
+    b"\x89PNG\r\n\x1a\n",
+    b"GIF87a",
+    b"GIF89a",
+    b"BM",
+    b"II*\x00",
+    b"MM\x00*",
 )
-SPLIT_ORDER = {"train": 0, "validation": 1, "test": 2}
+UPLOAD_ERROR_KINDS = ("empty", "not_image", "unsupported", "corrupt", "too_large")
 
 
 class UploadError(PipelineError):
-    """An upload the app refuses, with the HTTP status that says why."""
+    """An upload that cannot be used, with the `kind` of problem (one of UPLOAD_ERROR_KINDS)."""
 
-    def __init__(self, message: str, status: int = 400):
+    def __init__(self, message: str, kind: str):
         super().__init__(message)
-        self.status = status
+        if kind not in UPLOAD_ERROR_KINDS:
+            raise ValueError(f"unknown upload error kind {kind!r}")
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class DecodedUpload:
+    """One upload decoded once: the model's square input, a copy for display, its own size."""
+
+    model_view: np.ndarray
+    display: np.ndarray | None
+    width: int
+    height: int
+
+
+def upload_size(data: bytes, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> tuple[int, int]:
+    """(width, height) from the header alone; UploadError for anything that is no usable image.
+
+    No pixel is decoded, so a small file that would expand to gigabytes is refused cheaply.
+    """
+    with _open_upload(data, max_pixels) as image:
+        return image.size
 
 
 def decode_upload(
-    data: bytes, image_size: int | None, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
-) -> np.ndarray:
-    """Check an upload by its content and decode it with `load_rgb`; raise UploadError if bad.
+    data: bytes,
+    image_size: int | None,
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    display_side: int | None = None,
+) -> DecodedUpload:
+    """Check an upload by its content and decode it once with `load_rgb`; UploadError if bad.
 
-    The header is read first, so the format and the pixel count are checked before any pixel
-    is decoded: a small file that would expand to gigabytes is refused without expanding it.
+    With `display_side`, the display copy (at most that side, its own shape) comes from the
+    same decoded pixels as the model's view.
     """
+    with _open_upload(data, max_pixels) as image:
+        width, height = image.size
+        try:
+            # Quarter turns swap the sides the viewer sees; read before load_rgb removes the tag.
+            if image.getexif().get(ExifTags.Base.Orientation) in (5, 6, 7, 8):
+                width, height = height, width
+            model_view = load_rgb(image, image_size)
+            display = None if display_side is None else _display_copy(image, display_side)
+        except Image.DecompressionBombError:
+            raise UploadError(
+                _too_many_pixels_message((width, height), max_pixels), "too_large"
+            ) from None
+        except ValueError as error:  # Pillow's "conversion from X to RGB not supported"
+            raise UploadError(f"unsupported image mode: {error}", "unsupported") from None
+        except Exception:  # truncated and corrupt files fail in many ways inside Pillow's decoders
+            raise UploadError(
+                "the image is truncated or corrupt and cannot be decoded", "corrupt"
+            ) from None
+        return DecodedUpload(model_view, display, width, height)
+
+
+def _open_upload(data: bytes, max_pixels: int) -> Image.Image:
+    """The upload opened by Pillow (header read, no pixels), its format and pixel count checked."""
     if not data:
-        raise UploadError("the file is empty")
+        raise UploadError("the file is empty", "empty")
     try:
-        with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as image:
-            width, height = image.size
+        image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except Image.DecompressionBombError:
-        raise UploadError(_too_many_pixels_message(None, max_pixels), 413) from None
+        raise UploadError(_too_many_pixels_message(None, max_pixels), "too_large") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         raise _unidentified(data) from None
+    width, height = image.size
     if width * height > max_pixels:
-        raise UploadError(_too_many_pixels_message((width, height), max_pixels), 413)
-    try:
-        return load_rgb(data, image_size)
-    except Image.DecompressionBombError:
-        raise UploadError(_too_many_pixels_message((width, height), max_pixels), 413) from None
-    except ValueError as error:  # Pillow's "conversion from X to RGB not supported"
-        raise UploadError(f"unsupported image mode: {error}", 415) from None
-    except Exception:  # truncated and corrupt files fail in many ways inside Pillow's decoders
-        raise UploadError("the image is truncated or corrupt and cannot be decoded") from None
+        image.close()
+        raise UploadError(_too_many_pixels_message((width, height), max_pixels), "too_large")
+    return image
+
+
+def _display_copy(image: Image.Image, side: int) -> np.ndarray:
+    """A display copy of an image `load_rgb` has already decoded (and turned upright) in place."""
+    factor = max(image.size) // (2 * side)  # keep twice the side for a sharp final resize
+    if factor > 1 and image.mode not in ("1", "P", "PA") and not image.mode.startswith("I;16"):
+        image = image.reduce(factor)
+    return thumbnail(load_rgb(image, None), side)
+
+
+def thumbnail(pixels: np.ndarray, max_side: int = 256) -> np.ndarray:
+    """A copy for display: large images shrunk to `max_side`, tiny ones enlarged pixel by pixel."""
+    image = Image.fromarray(pixels)
+    factor = max_side // max(image.size)
+    if factor > 1:
+        # Square pixels show what a 32x32 image really holds; smoothing would invent detail.
+        return np.asarray(
+            image.resize((image.width * factor, image.height * factor), Image.NEAREST)
+        )
+    image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return np.asarray(image)
 
 
 def _unidentified(data: bytes) -> UploadError:
-    """415 for an image in a format the app does not take, 400 for anything that is no image."""
+    """A damaged file of an allowed format, a format the app does not take, or no image at all."""
+    if data.startswith(SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
+        return UploadError("the image is truncated or corrupt and cannot be decoded", "corrupt")
     try:
         with Image.open(io.BytesIO(data)) as image:
             other_format = image.format
     except Exception:  # not an image in any format Pillow knows
-        return UploadError(f"not an image: upload a {ALLOWED_DESCRIPTION} file")
+        return UploadError(f"not an image: upload a {ALLOWED_DESCRIPTION} file", "not_image")
     return UploadError(
-        f"unsupported image type {other_format}: upload a {ALLOWED_DESCRIPTION} file", 415
+        f"unsupported image type {other_format}: upload a {ALLOWED_DESCRIPTION} file",
+        "unsupported",
     )
 
 
@@ -110,6 +177,8 @@ class Predictor:
     def __init__(self, model_path: Path, smoothgrad_samples: int = 16):
         import tensorflow as tf
 
+        from realfake.model import BASE_NAME
+
         self.classifier = load_classifier(model_path)
         self.model_path = self.classifier.path
         self.model = model = self.classifier.model
@@ -130,10 +199,14 @@ class Predictor:
         spec = tf.TensorSpec([None, side, side, 3], tf.float32)
         self._saliency = tf.function(self._saliency_graph, input_signature=[spec])
         self._grad_cam = tf.function(self._grad_cam_graph, input_signature=[spec])
-        # Trace now, once, so concurrent first requests never race to build the graph.
-        self.predict_arrays(np.zeros((1, side, side, 3), np.uint8))
         self._noise_lock = threading.Lock()
+        # Trace both graphs now, once: concurrent first requests never race to build them, and
+        # the first visitor does not wait many seconds for the gradient graph.
+        blank = np.zeros((1, side, side, 3), np.uint8)
+        self.predict_arrays(blank)
         self._rng = np.random.default_rng(0)
+        self.heatmap(blank[0])
+        self._rng = np.random.default_rng(0)  # the same noise as if nothing had been traced
 
     def predict_arrays(self, images: np.ndarray) -> list[Prediction]:
         """Predictions for a batch of uint8 images of shape (n, side, side, 3), in one batch."""
@@ -152,30 +225,6 @@ class Predictor:
             values = self._saliency(pixels + noise).numpy()
             values = values.mean(axis=0)
         return Heatmap(_normalise(values), self.heatmap_method)
-
-    def card_summary(self) -> dict:
-        """What the page's "about this model" section shows."""
-        metrics = self.card.get("test_metrics") or {}
-        shown_metrics = [
-            f"{label} {template.format(metrics[key])}"
-            for key, label, template in METRIC_FORMATS
-            if isinstance(metrics.get(key), int | float)
-        ]
-        training_data = self.card.get("training_data") or {}
-        ordered_splits = sorted(training_data, key=lambda split: SPLIT_ORDER.get(split, 99))
-        return {
-            "model_file": self.model_path.name,
-            "image_size": self.image_size,
-            "threshold": self.threshold,
-            "test_time_flip": self.test_time_flip,
-            "training_data": {split: training_data[split] for split in ordered_splits},
-            "test_metrics": shown_metrics,
-            "test_images": metrics.get("images"),
-            "weights": self.card.get("weights"),
-            "preprocessing": self.card.get("preprocessing"),
-            "created": self.card.get("created"),
-            "has_card": bool(self.card),
-        }
 
     def _feature_side(self) -> int:
         if self._base is None:
@@ -220,6 +269,8 @@ def _split_at_base(model):
     Grad-CAM needs the base's feature map inside the graph; the saved model is a straight chain
     around the nested base, so its outer layers are replayed in order on either side of it.
     """
+    from realfake.model import BASE_NAME
+
     layer_names = [layer.name for layer in model.layers]
     if BASE_NAME not in layer_names:
         return None, None, None
@@ -246,38 +297,3 @@ def _normalise(values: np.ndarray) -> np.ndarray:
     if top <= 0:
         return np.zeros_like(values)
     return np.clip(values / top, 0.0, 1.0)
-
-
-def png_data_uri(pixels: np.ndarray) -> str:
-    """A uint8 RGB array as a PNG data URI, so nothing is written to disk."""
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def thumbnail(pixels: np.ndarray, max_side: int = 256) -> np.ndarray:
-    """A copy for display: large images shrunk to `max_side`, tiny ones enlarged pixel by pixel."""
-    image = Image.fromarray(pixels)
-    factor = max_side // max(image.size)
-    if factor > 1:
-        # Square pixels show what a 32x32 image really holds; smoothing would invent detail.
-        return np.asarray(
-            image.resize((image.width * factor, image.height * factor), Image.NEAREST)
-        )
-    image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    return np.asarray(image)
-
-
-def overlay(model_view: np.ndarray, heatmap: np.ndarray, side: int = 256) -> np.ndarray:
-    """The model's view of the image, enlarged to `side`, under the heatmap in colour."""
-    from matplotlib import colormaps
-
-    base = Image.fromarray(model_view).resize((side, side), Image.Resampling.BILINEAR)
-    heat = Image.fromarray((heatmap * 255).astype(np.uint8)).resize(
-        (side, side), Image.Resampling.BILINEAR
-    )
-    heat_values = np.asarray(heat, dtype=np.float32) / 255.0
-    colours = colormaps["inferno"](heat_values)[..., :3] * 255.0
-    alpha = 0.25 + 0.5 * heat_values[..., None]
-    blended = (1 - alpha) * np.asarray(base, dtype=np.float32) + alpha * colours
-    return np.clip(blended, 0, 255).astype(np.uint8)

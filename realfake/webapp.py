@@ -1,44 +1,51 @@
 """The Flask app: an upload page for people and a JSON API for programs, around one Predictor.
 
 Routes: `GET /` (the upload page), `POST /` (the page with a verdict per uploaded image),
-`POST /api/predict` (JSON per file), `GET /health` (model status). Uploads are read into memory
-only, checked by their content, and never written to disk.
+`POST /api/predict` (JSON per file), `GET /health` (model status), `GET /examples/<name>.png`
+(images to try). Uploads are read into memory only, checked by their content, decoded once, and
+never written to disk. Decoding and inference run in at most MAX_CONCURRENT_WORK requests at a
+time; others wait up to WORK_WAIT_SECONDS, then get 503 with Retry-After.
 """
 
 import io
+import math
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from flask import Blueprint, Flask, current_app, jsonify, render_template, request
+from flask import Blueprint, Flask, Response, abort, current_app, jsonify, render_template, request
 from flask.wrappers import Request
 from werkzeug.exceptions import HTTPException
 
-from realfake.config import MODEL_PATH
+from realfake.appconfig import DEFAULTS
 from realfake.errors import PipelineError
 from realfake.inference import ModelUnavailable
 from realfake.serving import (
     ALLOWED_DESCRIPTION,
-    DEFAULT_MAX_IMAGE_PIXELS,
+    DecodedUpload,
     Predictor,
     UploadError,
     decode_upload,
+    upload_size,
+)
+from realfake.webpage import (
+    EXAMPLE_RECIPES,
+    FRAME_SIDE,
+    VERDICTS,
+    card_summary,
+    framed,
+    make_examples,
     overlay,
     png_data_uri,
-    thumbnail,
+    shown,
 )
 
-DEFAULTS = {
-    "MODEL_PATH": str(MODEL_PATH),
-    "MAX_CONTENT_LENGTH": 10 * 1024 * 1024,
-    "MAX_FILES": 16,
-    "MAX_IMAGE_PIXELS": DEFAULT_MAX_IMAGE_PIXELS,
-    "SMOOTHGRAD_SAMPLES": 16,
-}
-VERDICTS = {"Fake": "AI-generated", "Real": "Real"}
 EXTENSION = "realfake"
-# templates/ and static/ sit beside the stage scripts, not inside the package.
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+WORK_EXTENSION = "realfake.work"
+EXAMPLES_EXTENSION = "realfake.examples"
+# The HTTP status of each kind of unusable upload; any other kind is a 400.
+STATUS_BY_KIND = {"too_large": 413, "unsupported": 415}
 
 web = Blueprint("web", __name__)
 
@@ -55,8 +62,22 @@ class InMemoryRequest(Request):
         return io.BytesIO()
 
 
+class RequestError(PipelineError):
+    """A request the app refuses as a whole, with its HTTP status and any extra headers."""
+
+    def __init__(self, message: str, status: int = 400, headers: dict | None = None):
+        super().__init__(message)
+        self.status = status
+        self.headers = headers or {}
+
+
 class ModelHolder:
-    """Loads the model once, on first need, and again only if its file changes."""
+    """Loads the model once, on first need, and keeps it for the life of the process.
+
+    A model that could not be loaded (missing, broken, at odds with its card) is tried again
+    once its file changes, so a model trained while the app runs is found without a restart;
+    a model that did load is not reloaded: restart the app to serve a retrained one.
+    """
 
     def __init__(self, model_path: Path, smoothgrad_samples: int):
         self.model_path = Path(model_path)
@@ -90,12 +111,33 @@ class ModelHolder:
         return (status.st_mtime_ns, status.st_size)
 
 
+def _return_large_blocks_to_the_system() -> None:
+    """Have glibc map every allocation of 1 MB or more on its own and unmap it when freed.
+
+    By default glibc raises that threshold to the largest block freed so far, so after the first
+    decoded image every image's 16 MB pixel blocks come from per-thread heaps that keep them:
+    resident memory then grows with each request thread that ever decoded a large image.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):  # not glibc: nothing to tune
+        return
+    m_mmap_threshold = -3
+    mallopt(m_mmap_threshold, 1024 * 1024)
+
+
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app; settings come from DEFAULTS, REALFAKE_* environment variables, test_config.
 
     The model is loaded here when its file exists, so the first request does not pay for it.
     """
-    app = Flask(__name__, root_path=str(PROJECT_ROOT))
+    _return_large_blocks_to_the_system()
+    app = Flask(__name__)
     app.request_class = InMemoryRequest
     app.config.from_mapping(DEFAULTS)
     app.config.from_prefixed_env("REALFAKE")
@@ -103,6 +145,10 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.from_mapping(test_config)
     holder = ModelHolder(Path(app.config["MODEL_PATH"]), int(app.config["SMOOTHGRAD_SAMPLES"]))
     app.extensions[EXTENSION] = holder
+    app.extensions[WORK_EXTENSION] = threading.BoundedSemaphore(
+        int(app.config["MAX_CONCURRENT_WORK"])
+    )
+    app.extensions[EXAMPLES_EXTENSION] = {}
     try:
         holder.get()
     except ModelUnavailable as error:
@@ -129,7 +175,7 @@ def _json_error(message: str, status: int, **extra):
 def _page(status: int = 200, **context):
     """The upload page with whatever results, errors or notices `context` holds."""
     try:
-        model = _holder().get().card_summary()
+        model = card_summary(_holder().get())
         model_error = None
     except ModelUnavailable as error:
         model, model_error = None, str(error)
@@ -139,6 +185,7 @@ def _page(status: int = 200, **context):
         model=model,
         model_error=model_error,
         allowed=ALLOWED_DESCRIPTION,
+        examples=_example_list(),
         max_files=current_app.config["MAX_FILES"],
         max_megabytes=current_app.config["MAX_CONTENT_LENGTH"] / (1024 * 1024),
         **context,
@@ -173,15 +220,23 @@ def _security_headers(response):
         "frame-ancestors 'none'; form-action 'self'",
     )
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    # Result pages embed the uploads: keep them out of caches and out of Referer headers.
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    if request.method == "POST":
+        response.headers.setdefault("Cache-Control", "no-store")
     return response
 
 
 def _uploads() -> list[tuple[str, bytes]]:
-    """The (display name, bytes) of each uploaded `file` field; UploadError if none or too many."""
+    """The (display name, bytes) of each uploaded `file` field, or the example asked for;
+    RequestError if none or too many."""
     if request.mimetype != "multipart/form-data":
-        raise UploadError(
+        raise RequestError(
             "send the images as multipart/form-data, one field named `file` per image", 415
         )
+    example = request.form.get("example")
+    if example and request.path == "/":
+        return [(f"{example}.png", _example(example).data)]
     uploads = []
     for storage in request.files.getlist("file"):
         data = storage.read()
@@ -190,15 +245,100 @@ def _uploads() -> list[tuple[str, bytes]]:
             continue  # a form submitted with no file chosen sends one empty part
         uploads.append((name or "upload", data))
     if not uploads:
-        raise UploadError("no file: choose one or more images (multipart field `file`)")
+        raise RequestError("no file: choose one or more images (multipart field `file`)")
     limit = int(current_app.config["MAX_FILES"])
     if len(uploads) > limit:
-        raise UploadError(f"too many files: {len(uploads):,}; at most {limit:,} per request", 413)
+        raise RequestError(f"too many files: {len(uploads):,}; at most {limit:,} per request", 413)
     return uploads
 
 
-def _decode(data: bytes, image_size: int | None) -> np.ndarray:
-    return decode_upload(data, image_size, int(current_app.config["MAX_IMAGE_PIXELS"]))
+def _check_sizes(uploads: list[tuple[str, bytes]]) -> list[UploadError | None]:
+    """Each upload's header checked (None where fine); RequestError when together they hold more
+    pixels than one request may decode."""
+    max_pixels = int(current_app.config["MAX_IMAGE_PIXELS"])
+    errors: list[UploadError | None] = []
+    total = 0
+    for _, data in uploads:
+        try:
+            width, height = upload_size(data, max_pixels)
+        except UploadError as error:
+            errors.append(error)
+            continue
+        errors.append(None)
+        total += width * height
+    limit = int(current_app.config["MAX_REQUEST_PIXELS"])
+    if total > limit:
+        raise RequestError(
+            f"the images hold {total:,} pixels in all; the limit is {limit:,} per request: "
+            "send fewer or smaller images",
+            413,
+        )
+    return errors
+
+
+@contextmanager
+def _work_slot():
+    """Hold one of MAX_CONCURRENT_WORK slots for decoding and inference, or raise a 503."""
+    slots = current_app.extensions[WORK_EXTENSION]
+    wait = float(current_app.config["WORK_WAIT_SECONDS"])
+    if not slots.acquire(timeout=wait):
+        retry = max(1, math.ceil(wait))
+        raise RequestError(
+            f"the server is busy with other images; try again in {retry} s",
+            503,
+            {"Retry-After": str(retry)},
+        )
+    try:
+        yield
+    finally:
+        slots.release()
+
+
+def _decode_all(
+    uploads: list[tuple[str, bytes]], predictor: Predictor, display: bool
+) -> list[DecodedUpload | UploadError]:
+    """Each upload decoded once (call inside a work slot), or the UploadError that stopped it."""
+    header_errors = _check_sizes(uploads)
+    decoded: list[DecodedUpload | UploadError] = []
+    for (_, data), error in zip(uploads, header_errors, strict=True):
+        if error is not None:
+            decoded.append(error)
+            continue
+        try:
+            decoded.append(
+                decode_upload(
+                    data,
+                    predictor.image_size,
+                    int(current_app.config["MAX_IMAGE_PIXELS"]),
+                    FRAME_SIDE if display else None,
+                )
+            )
+        except UploadError as upload_error:
+            decoded.append(upload_error)
+    return decoded
+
+
+def _answer(name: str, upload: DecodedUpload, prediction, image_size: int) -> dict:
+    """One image's answer as the API gives it (the page shows the same fields)."""
+    stated = shown(prediction, upload.width, upload.height, image_size)
+    return {
+        "filename": name,
+        "label": prediction.label,
+        "verdict": stated.verdict,
+        "uncertain": stated.uncertain,
+        "probability_fake": prediction.probability_fake,
+        "probability_real": prediction.probability_real,
+        "threshold": prediction.threshold,
+        "notices": list(stated.notices),
+    }
+
+
+def _error_response(error: RequestError, page: bool):
+    if page:
+        body, status = _page(error.status, error=str(error))
+        return body, status, error.headers
+    response = _json_error(str(error), error.status)
+    return (*response, error.headers)
 
 
 @web.get("/")
@@ -211,32 +351,38 @@ def upload_page():
     try:
         uploads = _uploads()
         predictor = _holder().get()
-    except UploadError as error:
-        return _page(error.status, error=str(error))
+        with _work_slot():
+            decoded = _decode_all(uploads, predictor, display=True)
+            good = [item for item in decoded if isinstance(item, DecodedUpload)]
+            predictions = (
+                predictor.predict_arrays(np.stack([item.model_view for item in good]))
+                if good
+                else []
+            )
+            results = []
+            good_results = iter(zip(good, predictions, strict=True))
+            for (name, _), item in zip(uploads, decoded, strict=True):
+                if isinstance(item, UploadError):
+                    results.append({"filename": name, "error": str(item), "kind": item.kind})
+                    continue
+                upload, prediction = next(good_results)
+                heatmap = predictor.heatmap(upload.model_view)
+                answer = _answer(name, upload, prediction, predictor.image_size)
+                answer.update(
+                    shown_verdict=VERDICTS[answer["verdict"]],
+                    image_uri=png_data_uri(framed(upload.display)),
+                    heatmap_uri=png_data_uri(overlay(upload.display, heatmap.values)),
+                    heatmap_method=heatmap.method,
+                    uncertain_band=predictor.classifier.uncertain_band,
+                )
+                results.append(answer)
+    except RequestError as error:
+        return _error_response(error, page=True)
     except ModelUnavailable:
         return _page(503)
-
-    results, decoded = [], []
-    for name, data in uploads:
-        try:
-            decoded.append(_decode(data, predictor.image_size))
-            results.append({"filename": name, "data": data})
-        except UploadError as error:
-            results.append({"filename": name, "error": str(error)})
-    good = [result for result in results if "error" not in result]
-    predictions = predictor.predict_arrays(np.stack(decoded)) if decoded else []
-    for result, model_view, prediction in zip(good, decoded, predictions, strict=True):
-        heatmap = predictor.heatmap(model_view)
-        result.update(
-            verdict=VERDICTS[prediction.label],
-            label=prediction.label,
-            probability_fake=prediction.probability_fake,
-            threshold=prediction.threshold,
-            image_uri=png_data_uri(thumbnail(_decode(result.pop("data"), None))),
-            heatmap_uri=png_data_uri(overlay(model_view, heatmap.values)),
-            heatmap_method=heatmap.method,
-        )
-    status = 200 if good else 400
+    # Every file refused: the status says why, as the API's does for the first of them.
+    refused = [result for result in results if "error" in result]
+    status = STATUS_BY_KIND.get(refused[0]["kind"], 400) if len(refused) == len(results) else 200
     return _page(status, results=results)
 
 
@@ -245,34 +391,55 @@ def api_predict():
     try:
         uploads = _uploads()
         predictor = _holder().get()
-    except UploadError as error:
-        return _json_error(str(error), error.status)
+        want_heatmap = request.args.get("heatmap", "").lower() in ("1", "true", "yes")
+        with _work_slot():
+            decoded = _decode_all(uploads, predictor, display=want_heatmap)
+            for (name, _), item in zip(uploads, decoded, strict=True):
+                if isinstance(item, UploadError):
+                    status = STATUS_BY_KIND.get(item.kind, 400)
+                    return _json_error(f"{name}: {item}", status, filename=name)
+            predictions = predictor.predict_arrays(np.stack([item.model_view for item in decoded]))
+            answers = []
+            for (name, _), upload, prediction in zip(uploads, decoded, predictions, strict=True):
+                answer = _answer(name, upload, prediction, predictor.image_size)
+                if want_heatmap:
+                    heatmap = predictor.heatmap(upload.model_view)
+                    answer["heatmap"] = png_data_uri(overlay(upload.display, heatmap.values))
+                    answer["heatmap_method"] = heatmap.method
+                answers.append(answer)
+    except RequestError as error:
+        return _error_response(error, page=False)
     except ModelUnavailable as error:
         return _json_error(str(error), 503)
-
-    images = []
-    for name, data in uploads:
-        try:
-            images.append(_decode(data, predictor.image_size))
-        except UploadError as error:
-            return _json_error(f"{name}: {error}", error.status, filename=name)
-    want_heatmap = request.args.get("heatmap", "").lower() in ("1", "true", "yes")
-    answers = []
-    predictions = predictor.predict_arrays(np.stack(images))
-    for (name, _), image, prediction in zip(uploads, images, predictions, strict=True):
-        answer = {
-            "filename": name,
-            "label": prediction.label,
-            "probability_fake": prediction.probability_fake,
-            "probability_real": prediction.probability_real,
-            "threshold": prediction.threshold,
-        }
-        if want_heatmap:
-            heatmap = predictor.heatmap(image)
-            answer["heatmap"] = png_data_uri(overlay(image, heatmap.values))
-            answer["heatmap_method"] = heatmap.method
-        answers.append(answer)
     return jsonify({"predictions": answers})
+
+
+def _example_list() -> list[dict]:
+    return [{"name": name, "title": title} for name, title, _, _ in EXAMPLE_RECIPES]
+
+
+def _example(name: str):
+    """The named example image, made on first use; 404 for a name that is none."""
+    examples = current_app.extensions[EXAMPLES_EXTENSION]
+    if not examples:
+        try:
+            image_size = _holder().get().image_size
+        except ModelUnavailable:
+            image_size = 32
+        examples.update(make_examples(image_size))
+    if name not in examples:
+        abort(404)
+    return examples[name]
+
+
+@web.get("/examples/<name>.png")
+def example_image(name: str):
+    return Response(_example(name).data, mimetype="image/png")
+
+
+@web.get("/favicon.ico")
+def favicon():
+    return current_app.send_static_file("favicon.svg")
 
 
 @web.get("/health")
@@ -290,6 +457,7 @@ def health():
             "model": str(holder.model_path),
             "image_size": predictor.image_size,
             "threshold": predictor.threshold,
+            "uncertain_band": predictor.classifier.uncertain_band,
             "test_time_flip": predictor.test_time_flip,
             "heatmap_method": predictor.heatmap_method,
         }

@@ -118,9 +118,12 @@ def test_api_predicts_one_file_as_the_model_does(app, client):
     assert set(answer) == {
         "filename",
         "label",
+        "verdict",
+        "uncertain",
         "probability_fake",
         "probability_real",
         "threshold",
+        "notices",
     }
     assert answer["filename"] == "photo.png"
     assert answer["probability_fake"] == pytest.approx(model_probability(app, data), abs=1e-6)
@@ -128,6 +131,9 @@ def test_api_predicts_one_file_as_the_model_does(app, client):
     assert answer["threshold"] == 0.5
     expected_label = "Fake" if answer["probability_fake"] >= 0.5 else "Real"
     assert answer["label"] == expected_label
+    # The fixture's card has no uncertain band, and a 32x32 image is the training size.
+    assert answer["verdict"] == expected_label and answer["uncertain"] is False
+    assert answer["notices"] == []
 
 
 def test_api_answers_several_files_in_order(app, client):
@@ -669,3 +675,444 @@ def test_a_card_with_test_time_flip_averages_each_upload_with_its_mirror_image(
 def test_without_test_time_flip_the_page_does_not_claim_it(client):
     assert client.get("/health").get_json()["test_time_flip"] is False
     assert "mirror image" not in client.get("/").get_data(as_text=True)
+
+
+# --- decoding toward the model's size, once per upload ------------------------------------------
+
+
+def decode_before_draft(data: bytes, image_size: int) -> np.ndarray:
+    """load_rgb as it decoded every image before large ones were decoded toward the model's
+    size: the whole image, turned upright, converted, then resized bilinearly."""
+    from PIL import ImageOps
+
+    from realfake.images import _to_rgb
+
+    with Image.open(io.BytesIO(data)) as image:
+        image.seek(0)
+        image = _to_rgb(ImageOps.exif_transpose(image))
+        if image.size != (image_size, image_size):
+            image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
+        return np.asarray(image, dtype=np.uint8)
+
+
+def smooth_pixels(height: int, width: int) -> np.ndarray:
+    """A smooth colour field, as photographs mostly are (random noise would alias anything)."""
+    rows, columns = np.mgrid[0:height, 0:width].astype(np.float32)
+    return np.stack(
+        [
+            127 + 120 * np.sin(columns / (width / 6)),
+            127 + 120 * np.cos(rows / (height / 5)),
+            (rows + columns) * 255 / (height + width),
+        ],
+        axis=-1,
+    ).astype(np.uint8)
+
+
+SMALL_UPLOADS = {
+    **{kind: make for kind, make in UPLOADS.items() if kind != "large"},
+    "cifake jpeg": lambda: encode(random_pixels(90), "JPEG", quality=95),
+    "64x64 png, twice the side": lambda: encode(random_pixels(91, 64, 64), "PNG"),
+    "64x300 jpeg, short side twice": lambda: encode(random_pixels(92, 64, 300), "JPEG"),
+    "animated gif": lambda: _gif_first_frame_differs()[0],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(SMALL_UPLOADS))
+def test_images_up_to_twice_the_model_side_decode_exactly_as_before(kind):
+    data = SMALL_UPLOADS[kind]()
+    assert np.array_equal(load_rgb(data, 32), decode_before_draft(data, 32))
+
+
+@pytest.mark.parametrize("image_format", ["JPEG", "PNG"])
+def test_large_images_decode_close_to_the_whole_image_resized(image_format):
+    data = encode(smooth_pixels(1500, 2000), image_format, quality=95)
+    reduced, whole = load_rgb(data, 32).astype(int), decode_before_draft(data, 32).astype(int)
+    assert reduced.shape == whole.shape == (32, 32, 3)
+    assert np.abs(reduced - whole).mean() < 2.0  # of 255: the same picture
+
+
+def test_a_large_jpeg_is_decoded_at_a_fraction_of_its_size_and_turned_upright(monkeypatch):
+    from PIL import ImageFile
+
+    decoded_sizes = []
+    original_load = ImageFile.ImageFile.load
+
+    def recording_load(self):
+        if self.tile:  # pixels not decoded yet: this call decodes them
+            decoded_sizes.append(self.size)
+        return original_load(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", recording_load)
+    pixels = smooth_pixels(1200, 1600)
+    tagged = Image.fromarray(pixels)
+    exif = tagged.getexif()
+    exif[0x0112] = 6  # stored sideways: viewers turn it 90 degrees clockwise
+    data = encode(tagged, "JPEG", quality=95, exif=exif)
+    result = load_rgb(data, 32)
+    assert decoded_sizes == [(200, 150)]  # 1/8 of 1600 x 1200, still over twice 32 pixels
+    upright = decode_before_draft(encode(np.rot90(pixels, k=-1), "JPEG", quality=95), 32)
+    assert np.abs(result.astype(int) - upright.astype(int)).mean() < 3.0
+
+
+def test_the_page_decodes_each_upload_once(client, monkeypatch):
+    from PIL import ImageFile
+
+    decodes = []
+    original_load = ImageFile.ImageFile.load
+
+    def counting_load(self):
+        if self.tile:
+            decodes.append(self.size)
+        return original_load(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", counting_load)
+    files = [
+        (encode(smooth_pixels(300, 400), "PNG"), "a.png"),
+        (encode(smooth_pixels(90, 60), "JPEG"), "b.jpg"),
+    ]
+    response = post_files(client, files, url="/")
+    assert response.status_code == 200
+    assert response.get_data(as_text=True).count('class="verdict"') == 2
+    assert decodes == [(400, 300), (60, 90)]
+
+
+# --- bounded work per request and across requests --------------------------------------------
+
+
+def test_requests_beyond_the_work_bound_wait_then_get_503_with_retry_after(saved_model):
+    bounded_app = create_app(
+        {"MODEL_PATH": str(saved_model), "MAX_CONCURRENT_WORK": 1, "WORK_WAIT_SECONDS": 0.5}
+    )
+    predictor = bounded_app.extensions[EXTENSION].get()
+    entered, release = threading.Event(), threading.Event()
+    original = predictor.predict_arrays
+
+    def slow_first_call(images):
+        if not entered.is_set():
+            entered.set()
+            release.wait(timeout=30)
+        return original(images)
+
+    predictor.predict_arrays = slow_first_call
+    data = encode(random_pixels(95), "PNG")
+    first: dict = {}
+
+    def first_request():
+        first["response"] = post_files(bounded_app.test_client(), [(data, "a.png")])
+
+    thread = threading.Thread(target=first_request)
+    thread.start()
+    try:
+        assert entered.wait(timeout=30)
+        for url in ("/api/predict", "/"):
+            response = post_files(bounded_app.test_client(), [(data, "b.png")], url=url)
+            assert response.status_code == 503
+            assert response.headers["Retry-After"] == "1"
+            assert "busy" in response.get_data(as_text=True)
+        assert bounded_app.test_client().get("/health").status_code == 200  # never bounded
+    finally:
+        release.set()
+        thread.join(timeout=60)
+    assert first["response"].status_code == 200
+    assert post_files(bounded_app.test_client(), [(data, "c.png")]).status_code == 200
+
+
+def test_total_pixels_per_request_are_bounded_in_one_line(app, client, monkeypatch):
+    monkeypatch.setitem(app.config, "MAX_REQUEST_PIXELS", 3000)
+    files = [(encode(random_pixels(seed), "PNG"), f"{seed}.png") for seed in (96, 97, 98)]
+    response = post_files(client, files)
+    assert response.status_code == 413
+    message = response.get_json()["error"]
+    assert message.startswith("the images hold 3,072 pixels in all; the limit is 3,000")
+    assert "\n" not in message
+    page = post_files(client, files, url="/")
+    assert page.status_code == 413 and "the limit is 3,000 per request" in page.get_data(
+        as_text=True
+    )
+    assert post_files(client, files[:2]).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "message"),
+    [
+        (png_header_only(8000, 7000), 413, "56,000,000 pixels"),
+        (encode(random_pixels(42), "PPM"), 415, "unsupported image type PPM"),
+        (b"just some text", 400, "not an image"),
+    ],
+)
+def test_page_and_api_give_a_lone_bad_file_the_same_status(client, data, status, message):
+    api = post_files(client, [(data, "x.png")])
+    page = post_files(client, [(data, "x.png")], url="/")
+    assert api.status_code == page.status_code == status
+    assert message in api.get_json()["error"] and message in page.get_data(as_text=True)
+
+
+def _header_cut_jpeg() -> bytes:
+    """A small JPEG cut in half: with tables larger than its pixel data, the cut falls in them."""
+    data = encode(random_pixels(99, 8, 8), "JPEG", quality=95)
+    return data[: len(data) // 2]
+
+
+def test_a_jpeg_cut_inside_its_header_is_called_truncated_not_a_non_image(client):
+    response = post_files(client, [(_header_cut_jpeg(), "cut.jpg")])
+    assert response.status_code == 400
+    assert "truncated or corrupt" in response.get_json()["error"]
+
+
+def test_result_pages_are_neither_cached_nor_sent_as_referrer(client):
+    data = encode(random_pixels(100), "PNG")
+    for url in ("/", "/api/predict"):
+        response = post_files(client, [(data, "a.png")], url=url)
+        assert response.status_code == 200
+        assert response.headers["Cache-Control"] == "no-store"
+        assert response.headers["Referrer-Policy"] == "no-referrer"
+
+
+# --- heatmaps show where the model looks ---------------------------------------------------------
+
+# The one region the region models below can see: rows 4-15 and columns 2-7 of 32x32, a tall
+# strip away from the centre, so that a transposed or mirrored map would miss it.
+REGION_CROP = ((4, 16), (2, 24))
+REGION = (slice(4, 16), slice(2, 8))
+
+
+def save_region_model(path, base_name: str | None = None, seed: int = 0):
+    """A classifier that sees only REGION: pixels elsewhere cannot change its answer.
+
+    With `base_name`, the region passes through a nested convolutional block of that name with
+    an 8x8 output, which the app explains with Grad-CAM; without, with SmoothGrad."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((32, 32, 3))
+    region = keras.layers.Cropping2D(REGION_CROP)(inputs)
+    if base_name is None:
+        features = keras.layers.Flatten()(region)
+    else:
+        padded = keras.layers.ZeroPadding2D(REGION_CROP)(region)
+        block_input = keras.Input((32, 32, 3))
+        block_output = keras.layers.Conv2D(8, 4, strides=4, use_bias=False, activation="relu")(
+            block_input
+        )
+        block = keras.Model(block_input, block_output, name=base_name)
+        features = keras.layers.Flatten()(block(padded))
+    outputs = keras.layers.Dense(2, activation="softmax")(features)
+    keras.Model(inputs, outputs).save(path)
+    save_card(path, {"class_names": ["Fake", "Real"], "image_size": 32, "threshold": 0.5})
+    return path
+
+
+def mass_inside(values: np.ndarray, rows: slice, columns: slice) -> float:
+    return float(values[rows, columns].sum() / values.sum())
+
+
+def test_smoothgrad_map_lies_where_the_model_looks(tmp_path):
+    predictor = Predictor(save_region_model(tmp_path / "region.h5"), smoothgrad_samples=8)
+    assert predictor.heatmap_method.startswith("SmoothGrad")
+    heatmap = predictor.heatmap(random_pixels(110))
+    assert heatmap.values.max() > 0
+    assert mass_inside(heatmap.values, *REGION) > 0.99
+
+
+def test_grad_cam_map_lies_where_the_model_looks(tmp_path):
+    from realfake.model import BASE_NAME
+
+    predictor = Predictor(save_region_model(tmp_path / "cam.h5", BASE_NAME), smoothgrad_samples=2)
+    assert predictor.feature_side == 8 and predictor.heatmap_method.startswith("Grad-CAM")
+    heatmap = predictor.heatmap(random_pixels(111))
+    assert heatmap.values.max() > 0
+    # Grad-CAM's map is 8x8 cells of 4 pixels, smoothed when enlarged: allow one cell around.
+    assert mass_inside(heatmap.values, slice(0, 20), slice(0, 12)) > 0.95
+    assert mass_inside(heatmap.values, *REGION) > 0.5
+
+
+# --- app.py --------------------------------------------------------------------------------------
+
+
+def test_app_script_check_answers_one_generated_image(app, saved_model, capsys):
+    import app as app_script
+
+    assert app_script.main(["--model", str(saved_model), "--check"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    found = re.fullmatch(
+        r"model answers: noise\.png -> (Fake|Real) "
+        r"\(probability_fake ([0-9.]+), threshold 0\.5000\)",
+        line,
+    )
+    assert found, line
+    pixels = np.random.default_rng(0).integers(0, 256, size=(64, 64, 3), dtype=np.uint8)
+    probability = model_probability(app, encode(pixels, "PNG"))
+    assert float(found.group(2)) == pytest.approx(probability, abs=5e-5)
+    assert found.group(1) == ("Fake" if probability >= 0.5 else "Real")
+
+
+def test_app_script_help_is_quick_and_imports_no_tensorflow():
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    probe = (
+        "import runpy, sys\n"
+        "sys.argv = ['app.py', '--help']\n"
+        "try:\n"
+        "    runpy.run_path('app.py', run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = sorted({'tensorflow', 'keras', 'flask', 'numpy'} & set(sys.modules))\n"
+        "print('heavy modules:', heavy)\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    timings = []
+    for _ in range(3):  # the best of three, as the machine may be busy
+        started = time.perf_counter()
+        result = subprocess.run(
+            [sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, timeout=60
+        )
+        timings.append(time.perf_counter() - started)
+    assert result.returncode == 0, result.stderr
+    assert "heavy modules: []" in result.stdout
+    assert min(timings) < 1.0, timings
+    help_text = result.stdout
+    assert "examples:" in help_text and "python app.py --check" in help_text
+    for default in ("(default: 127.0.0.1)", "(default: 5000)", "(default: 16)", "(default: 10)"):
+        assert help_text.count(default) == 1, default
+
+
+# --- what the page tells a newcomer ---------------------------------------------------------------
+
+
+def serve_with_card(tmp_path, saved_model, **card_changes):
+    """A client of an app serving the session's model under a card with `card_changes`."""
+    model_path = tmp_path / "carded.h5"
+    shutil.copy(saved_model, model_path)
+    save_card(model_path, {**load_card(saved_model), **card_changes})
+    return create_app({"MODEL_PATH": str(model_path)}).test_client()
+
+
+def test_inside_the_uncertain_band_the_verdict_is_uncertain(app, tmp_path, saved_model):
+    rule = "widest band around the threshold where validation accuracy was under 80%"
+    client = serve_with_card(
+        tmp_path, saved_model, uncertain_band={"low": 0.0, "high": 1.0, "rule": rule}
+    )
+    data = encode(random_pixels(120), "PNG")
+    (answer,) = post_files(client, [(data, "a.png")]).get_json()["predictions"]
+    assert answer["verdict"] == "Uncertain" and answer["uncertain"] is True
+    assert answer["label"] == ("Fake" if answer["probability_fake"] >= 0.5 else "Real")
+    html = post_files(client, [(data, "a.png")], url="/").get_data(as_text=True)
+    assert '<p class="verdict">Uncertain</p>' in html
+    assert "Too close to call" in html
+    about = html[html.index('id="about"') :]
+    assert "Uncertain band: between 0.0% and" in about and rule in about
+
+
+def test_without_a_band_the_about_panel_says_so(client):
+    html = client.get("/").get_data(as_text=True)
+    assert "sets no uncertain band" in html
+
+
+def test_the_page_shows_both_probabilities_and_a_plain_caveat(app, client):
+    data = encode(random_pixels(121), "PNG")
+    html = post_files(client, [(data, "a.png")], url="/").get_data(as_text=True)
+    probability = model_probability(app, data)
+    shown_real = re.search(r'class="probability-real">([0-9.]+)%<', html).group(1)
+    assert float(shown_real) == pytest.approx(100 * (1 - probability), abs=0.051)
+    results = html[: html.index('id="about"')]
+    assert "no better than a coin toss" in results  # beside the verdicts, not only in About
+
+
+def test_an_upload_far_larger_than_training_images_carries_a_notice(client):
+    large = encode(random_pixels(122, 80, 100), "PNG")
+    (answer,) = post_files(client, [(large, "big.png")]).get_json()["predictions"]
+    (notice,) = answer["notices"]
+    assert "100 x 80 pixels" in notice and "32 x 32" in notice
+    html = post_files(client, [(large, "big.png")], url="/").get_data(as_text=True)
+    assert 'class="result-notice">This image is 100 x 80 pixels' in html
+    twice = encode(random_pixels(123, 64, 64), "PNG")  # twice the side: close enough
+    (answer,) = post_files(client, [(twice, "ok.png")]).get_json()["predictions"]
+    assert answer["notices"] == []
+
+
+def test_trained_on_and_robustness_appear_only_when_the_card_has_them(
+    client, tmp_path, saved_model
+):
+    assert "Trained on:" not in client.get("/").get_data(as_text=True)
+    assert "when test images are altered" not in client.get("/").get_data(as_text=True)
+    rows = [
+        {"family": "blur", "level": 0.5, "accuracy": 0.81},
+        {"family": "jpeg", "level": 75, "accuracy": 0.9},
+        {"family": "blur", "level": 1.0, "accuracy": 0.55},
+    ]
+    trained_on = {
+        "dataset": "CIFAKE",
+        "generator": "Stable Diffusion 1.4",
+        "real_source": "CIFAR-10",
+    }
+    carded = serve_with_card(tmp_path, saved_model, trained_on=trained_on, robustness=rows)
+    about = carded.get("/").get_data(as_text=True)
+    assert (
+        "Trained on: dataset: CIFAKE; AI images from: Stable Diffusion 1.4; real photographs "
+        "from: CIFAR-10." in about
+    )
+    assert "<li>blur: 81% at 0.5, 55% at 1.0</li>" in about
+    assert "<li>jpeg: 90% at 75</li>" in about
+
+
+def test_heatmap_is_drawn_on_the_same_frame_as_the_image(client):
+    wide = encode(smooth_pixels(32, 64), "PNG")
+    html = post_files(client, [(wide, "wide.png")], url="/").get_data(as_text=True)
+    uris = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
+    assert len(uris) == 2
+    frames = [np.asarray(Image.open(io.BytesIO(base64.b64decode(uri)))) for uri in uris]
+
+    def picture_rows(frame):
+        background = frame[0, 0]
+        rows = np.flatnonzero((frame != background).any(axis=(1, 2)))
+        return rows.min(), rows.max()
+
+    assert frames[0].shape == frames[1].shape == (256, 256, 3)
+    assert picture_rows(frames[0]) == picture_rows(frames[1]) == (64, 191)
+    assert "more influence" in html and "brighter areas" in html
+
+
+def test_examples_can_be_tried_with_one_click(app, client):
+    html = client.get("/").get_data(as_text=True)
+    names = re.findall(r'name="example" value="([^"]+)"', html)
+    assert len(names) >= 3
+    images = {}
+    for name in names:
+        image = client.get(f"/examples/{name}.png")
+        assert image.status_code == 200 and image.mimetype == "image/png"
+        images[name] = image.get_data()
+    assert len(set(images.values())) == len(names)  # each example its own image
+    for name in (names[0], names[-1]):
+        response = client.post("/", data={"example": name}, content_type="multipart/form-data")
+        assert response.status_code == 200
+        page = response.get_data(as_text=True)
+        assert f"{name}.png" in page
+        shown_probability = float(re.search(r'data-probability="([0-9.]+)"', page).group(1))
+        assert shown_probability == pytest.approx(model_probability(app, images[name]), abs=1e-6)
+    assert client.get("/examples/nothing.png").status_code == 404
+
+
+def test_favicon_is_served(client):
+    assert client.get("/favicon.ico").status_code == 200
+    icon = re.search(r'<link rel="icon" href="([^"]+)"', client.get("/").get_data(as_text=True))
+    assert client.get(icon.group(1)).status_code == 200
+
+
+def test_a_loaded_model_is_kept_when_its_file_changes(tmp_path, saved_model):
+    """As ModelHolder says: only a model that failed to load is looked for again."""
+    import os
+
+    model_path = tmp_path / "kept.h5"
+    shutil.copy(saved_model, model_path)
+    save_card(model_path, {**load_card(saved_model), "threshold": 0.25})
+    kept_app = create_app({"MODEL_PATH": str(model_path)})
+    client = kept_app.test_client()
+    assert client.get("/health").get_json()["threshold"] == 0.25
+    predictor = kept_app.extensions[EXTENSION].get()
+    os.utime(model_path, ns=(1, 1))  # as if written again, by another training run
+    save_card(model_path, {**load_card(saved_model), "threshold": 0.75})
+    assert client.get("/health").get_json()["threshold"] == 0.25
+    assert kept_app.extensions[EXTENSION].get() is predictor

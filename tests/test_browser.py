@@ -1,8 +1,9 @@
 """The upload page in a real headless Chromium: choose a file, submit, read the verdict.
 
-Runs Debian's `chromium` through Playwright (no browser download). Set REALFAKE_SCREENSHOT to a
-path to also save the result page there (the README's picture), and REALFAKE_BROWSER_MODEL to
-serve another model than the test session's untrained one.
+Runs Debian's `chromium` through Playwright (no browser download). Set REALFAKE_SCREENSHOT and
+REALFAKE_PHONE_SCREENSHOT to paths to also save the result page there, on a desktop and on a
+390-pixel-wide phone (the README's pictures), and REALFAKE_BROWSER_MODEL to serve another model
+than the test session's untrained one.
 """
 
 import os
@@ -16,7 +17,9 @@ import pytest
 from PIL import Image, ImageDraw
 
 from realfake.images import load_rgb
+from realfake.inference import Prediction
 from realfake.webapp import EXTENSION, create_app
+from realfake.webpage import VERDICTS
 
 pytestmark = pytest.mark.slow
 
@@ -122,13 +125,28 @@ def read_results(page) -> list[dict]:
     return results
 
 
+def failed_requests(page) -> list[str]:
+    """Record every response of the page with an error status (a missing icon, a broken link)."""
+    failures: list[str] = []
+    page.on(
+        "response",
+        lambda response: (
+            failures.append(f"{response.status} {response.url}") if response.status >= 400 else None
+        ),
+    )
+    return failures
+
+
 def check_against_model(results, flask_app, files):
-    threshold = flask_app.extensions[EXTENSION].get().threshold
+    predictor = flask_app.extensions[EXTENSION].get()
+    threshold = predictor.threshold
     assert [result["filename"] for result in results] == [path.name for path in files]
     for result, path in zip(results, files, strict=True):
         probability = expected_probability(flask_app, path)
         assert result["percent"] == pytest.approx(100 * probability, abs=0.051)
-        assert result["verdict"] == ("AI-generated" if probability >= threshold else "Real")
+        band = predictor.classifier.uncertain_band
+        verdict = Prediction(probability, 1 - probability, threshold, band).verdict
+        assert result["verdict"] == VERDICTS[verdict]
         assert result["threshold"] == f"{100 * threshold:.1f}%"
         assert result["heatmap_width"] == 256  # the inline PNG loaded under the page's policy
 
@@ -138,6 +156,7 @@ def test_upload_through_the_form(browser, served, tmp_path):
     files = [scene(tmp_path / "landscape.png"), noise(tmp_path / "noise.jpg")]
     page = browser.new_page(viewport={"width": 1100, "height": 900})
     blocked = offsite_requests(page, base_url)
+    failures = failed_requests(page)
     page.goto(base_url + "/")
     assert page.locator("h1").inner_text() == "realfake"
     page.set_input_files("#file-input", [str(path) for path in files])
@@ -153,6 +172,7 @@ def test_upload_through_the_form(browser, served, tmp_path):
         page.screenshot(path=os.environ["REALFAKE_SCREENSHOT"], full_page=True)
     page.close()
     assert blocked == []
+    assert failures == []  # the favicon included
 
 
 def test_upload_works_without_javascript(browser, served, tmp_path):
@@ -200,3 +220,74 @@ def test_a_non_image_gets_a_friendly_message(browser, served, tmp_path):
     assert message.startswith("not an image")
     assert "Traceback" not in page.content()
     page.close()
+
+
+def wide_photo(path: Path) -> Path:
+    """A 640x360 landscape, wider than a phone, to check that nothing spills sideways."""
+    source = scene(path.with_name("square.png"))
+    with Image.open(source) as image:
+        image.resize((640, 360)).save(path)
+    return path
+
+
+def test_on_a_phone_the_results_fit_the_screen(browser, served, tmp_path):
+    base_url, flask_app = served
+    files = [wide_photo(tmp_path / "wide_landscape.png"), noise(tmp_path / "noise.jpg")]
+    page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2)
+    page.goto(base_url + "/")
+    page.set_input_files("#file-input", [str(path) for path in files])
+    page.click("#submit-button")
+    page.wait_for_selector("article.result .verdict")
+    check_against_model(read_results(page), flask_app, files)
+    widths = page.evaluate(
+        "() => [document.documentElement.scrollWidth, window.innerWidth,"
+        " Math.max(...[...document.querySelectorAll('img.heatmap')]"
+        ".map((img) => img.getBoundingClientRect().right))]"
+    )
+    scroll_width, inner_width, heatmap_right = widths
+    assert scroll_width <= inner_width == 390
+    assert heatmap_right <= inner_width  # the heatmap is whole on screen, not cut off
+    if os.environ.get("REALFAKE_PHONE_SCREENSHOT"):
+        page.screenshot(path=os.environ["REALFAKE_PHONE_SCREENSHOT"], full_page=True)
+    page.close()
+
+
+def test_pasting_an_image_submits_it(browser, served, tmp_path):
+    base_url, flask_app = served
+    path = scene(tmp_path / "pasted.png")
+    page = browser.new_page()
+    page.goto(base_url + "/")
+    with page.expect_navigation():
+        page.evaluate(
+            """(bytes) => {
+                const transfer = new DataTransfer();
+                const blob = new Uint8Array(bytes);
+                transfer.items.add(new File([blob], "image.png", {type: "image/png"}));
+                document.dispatchEvent(
+                    new ClipboardEvent("paste", {clipboardData: transfer, bubbles: true}));
+            }""",
+            list(path.read_bytes()),
+        )
+    page.wait_for_selector("article.result .verdict")
+    check_against_model(read_results(page), flask_app, [path])  # named pasted.png by the page
+    page.close()
+
+
+def test_an_example_is_checked_with_one_click(browser, served):
+    base_url, _ = served
+    page = browser.new_page()
+    failures = failed_requests(page)
+    page.goto(base_url + "/")
+    examples = page.locator("button.example")
+    assert examples.count() >= 3
+    assert all(
+        image.evaluate("img => img.naturalWidth") > 0
+        for image in page.locator("button.example img").all()
+    )
+    name = examples.first.get_attribute("value")
+    examples.first.click()
+    page.wait_for_selector("article.result .verdict")
+    assert page.locator(".filename").inner_text() == f"{name}.png"
+    assert page.locator(".legend").inner_text().split() == ["less", "more", "influence"]
+    page.close()
+    assert failures == []

@@ -1,0 +1,197 @@
+"""What the upload page shows: the model card in words, verdicts, framed images and heatmaps.
+
+Only the web app uses this module; the numbers it presents come from `realfake.inference` and
+`realfake.serving`, never from a computation of its own.
+"""
+
+import base64
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from realfake.inference import Prediction
+from realfake.serving import Predictor
+
+# Images are shown in a square frame of this many pixels, the heatmap on the same frame.
+FRAME_SIDE = 256
+FRAME_BACKGROUND = (32, 33, 36)
+# What the page calls each verdict of `Prediction.verdict`.
+VERDICTS = {"Fake": "AI-generated", "Real": "Real", "Uncertain": "Uncertain"}
+# The model card's test metrics as the page shows them: (key, label, format).
+METRIC_FORMATS = (
+    ("accuracy", "accuracy", "{:.1%}"),
+    ("precision", "precision", "{:.1%}"),
+    ("recall", "recall", "{:.1%}"),
+    ("f1", "F1", "{:.3f}"),
+    ("auc", "AUC", "{:.3f}"),
+    ("loss", "loss", "{:.3f}"),
+)
+SPLIT_ORDER = {"train": 0, "validation": 1, "test": 2}
+# An upload with a side beyond this multiple of the training side is seen only after heavy
+# down-scaling, which removes much of the fine texture the model learned to read.
+FAR_FROM_TRAINING_FACTOR = 2
+TRAINED_ON_LABELS = (
+    ("dataset", "dataset"),
+    ("generator", "AI images from"),
+    ("real_source", "real photographs from"),
+)
+
+
+def card_summary(predictor: Predictor) -> dict:
+    """What the page's "About this model" section shows, from the loaded model's card."""
+    card = predictor.card
+    metrics = card.get("test_metrics") or {}
+    shown_metrics = [
+        f"{label} {template.format(metrics[key])}"
+        for key, label, template in METRIC_FORMATS
+        if isinstance(metrics.get(key), int | float)
+    ]
+    training_data = card.get("training_data") or {}
+    ordered_splits = sorted(training_data, key=lambda split: SPLIT_ORDER.get(split, 99))
+    band = card.get("uncertain_band") if predictor.classifier.uncertain_band else None
+    return {
+        "model_file": predictor.model_path.name,
+        "image_size": predictor.image_size,
+        "threshold": predictor.threshold,
+        "test_time_flip": predictor.test_time_flip,
+        "uncertain_band": band,
+        "training_data": {split: training_data[split] for split in ordered_splits},
+        "test_metrics": shown_metrics,
+        "test_images": metrics.get("images"),
+        "trained_on": trained_on_lines(card.get("trained_on")),
+        "robustness": robustness_lines(card.get("robustness")),
+        "weights": card.get("weights"),
+        "preprocessing": card.get("preprocessing"),
+        "created": card.get("created"),
+        "has_card": bool(card),
+    }
+
+
+def trained_on_lines(trained_on: object) -> list[str]:
+    """The card's `trained_on` object as short "what: value" lines; none when it is absent."""
+    if not isinstance(trained_on, dict):
+        return []
+    lines = []
+    known = {key for key, _ in TRAINED_ON_LABELS}
+    for key, label in TRAINED_ON_LABELS:
+        if trained_on.get(key) not in (None, ""):
+            lines.append(f"{label}: {trained_on[key]}")
+    for key, value in trained_on.items():
+        if key not in known and value not in (None, ""):
+            lines.append(f"{key.replace('_', ' ')}: {value}")
+    return lines
+
+
+def robustness_lines(rows: object) -> list[str]:
+    """One line per family of the card's `robustness` rows: "blur: 96% at 0, 61% at 1.0"."""
+    if not isinstance(rows, list):
+        return []
+    families: dict[str, list[str]] = {}
+    for row in rows:
+        if not isinstance(row, dict) or not isinstance(row.get("accuracy"), int | float):
+            continue
+        family = str(row.get("family", "other"))
+        families.setdefault(family, []).append(f"{row['accuracy']:.0%} at {row.get('level')}")
+    return [f"{family}: {', '.join(levels)}" for family, levels in families.items()]
+
+
+@dataclass(frozen=True)
+class ShownPrediction:
+    """A Prediction as the page and the API state it."""
+
+    verdict: str
+    label: str
+    uncertain: bool
+    notices: tuple[str, ...]
+
+
+def shown(prediction: Prediction, width: int, height: int, image_size: int) -> ShownPrediction:
+    """The verdict and the notices that go with one image's prediction."""
+    notices = []
+    if max(width, height) > FAR_FROM_TRAINING_FACTOR * image_size:
+        notices.append(
+            f"This image is {width:,} x {height:,} pixels; the model learned from "
+            f"{image_size} x {image_size} images and sees this one only after shrinking it "
+            f"{max(width, height) / image_size:.0f} times, so this verdict is less reliable."
+        )
+    return ShownPrediction(
+        verdict=prediction.verdict,
+        label=prediction.label,
+        uncertain=prediction.uncertain,
+        notices=tuple(notices),
+    )
+
+
+def png_data_uri(pixels: np.ndarray) -> str:
+    """A uint8 RGB array as a PNG data URI, so nothing is written to disk."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def framed(pixels: np.ndarray, side: int = FRAME_SIDE) -> np.ndarray:
+    """The image centred in a dark side x side square, letterboxed where it is not square."""
+    image = Image.fromarray(pixels)
+    if max(image.size) > side:
+        image.thumbnail((side, side), Image.Resampling.LANCZOS)
+    frame = Image.new("RGB", (side, side), FRAME_BACKGROUND)
+    frame.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
+    return np.asarray(frame)
+
+
+def overlay(display: np.ndarray, heatmap: np.ndarray, side: int = FRAME_SIDE) -> np.ndarray:
+    """The heatmap in colour over the displayed image, in the same frame as `framed(display)`.
+
+    The model sees the whole image squeezed into its square input, so its map is stretched
+    back to the image's own shape before it is laid over it.
+    """
+    from matplotlib import colormaps
+
+    base = Image.fromarray(display)
+    if max(base.size) > side:
+        base.thumbnail((side, side), Image.Resampling.LANCZOS)
+    heat = Image.fromarray((heatmap * 255).astype(np.uint8)).resize(
+        base.size, Image.Resampling.BILINEAR
+    )
+    heat_values = np.asarray(heat, dtype=np.float32) / 255.0
+    colours = colormaps["inferno"](heat_values)[..., :3] * 255.0
+    alpha = 0.25 + 0.5 * heat_values[..., None]
+    blended = (1 - alpha) * np.asarray(base, dtype=np.float32) + alpha * colours
+    return framed(np.clip(blended, 0, 255).astype(np.uint8), side)
+
+
+@dataclass(frozen=True)
+class Example:
+    """An image to try with one click: made when first asked for, from no dataset."""
+
+    name: str
+    title: str
+    data: bytes
+
+
+# (name, title, which demo generator, seed). The "fake" ones are photographs given the
+# artefacts of image generators, not images from a generator: the titles say so.
+EXAMPLE_RECIPES = (
+    ("photo-1", "Photograph", "real", 1),
+    ("photo-2", "Photograph", "real", 2),
+    ("artefacts-1", "Photograph with generator-like artefacts", "fake", 1),
+    ("artefacts-2", "Photograph with generator-like artefacts", "fake", 2),
+)
+
+
+def make_examples(image_size: int) -> dict[str, Example]:
+    """The example images as PNG bytes at the model's input size, by name."""
+    from realfake.demo_data import encode, fake_image, real_image, sample_photos
+
+    photos = sample_photos()
+    # The demo generators crop at most half of a 427-pixel photograph, at an even side.
+    side = min(max(image_size, 16), 128) // 2 * 2
+    makers = {"real": real_image, "fake": fake_image}
+    examples = {}
+    for name, title, kind, seed in EXAMPLE_RECIPES:
+        rng = np.random.default_rng([seed, 7])
+        image = makers[kind](rng, photos, side)
+        examples[name] = Example(name, title, encode(image, "PNG"))
+    return examples
