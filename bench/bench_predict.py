@@ -274,7 +274,8 @@ def main(argv=None) -> int:
     )
     print(
         "| case | images | model.predict | probability_fake | predict.py | predict.py "
-        "--no-provenance | predict.py / model.predict | predict.py / probability_fake | decode ms/image | decode share | "
+        "--no-provenance | predict.py / model.predict | predict.py / probability_fake | "
+        "decode ms/image | decode share | "
         "memory growth MB | max abs P(Fake) diff to evaluation |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
