@@ -69,8 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size",
         type=int,
         default=64,
-        help="images per model batch; the last one is padded, so a file's P(Fake) never depends "
-        "on the other files of the run (default: 64)",
+        help="images per model batch; the last is padded to this size, so a file is scored by "
+        "the same kernels in a whole run, a shard or a continued run (default: 64)",
     )
     parser.add_argument(
         "--shard",

@@ -265,9 +265,9 @@ def scored_rows(
 ) -> Iterator[list[dict]]:
     """Rows for each batch of decoded files.
 
-    Every model batch is padded to `batch_size`, so each image is scored in a batch of the same
-    size whatever else is in the run: the math library picks its kernels by batch size, and a
-    shard or a continued run then gives the same P(Fake) to the last bit as one whole run.
+    Every model batch is padded to `batch_size`: the math library picks its kernels by batch
+    size, so a file scored in a short last batch (of a shard, or alone) could otherwise differ in
+    its last bit from the same file scored in a full batch of one whole run.
     """
     for batch in batches:
         good = [decoded for decoded in batch if decoded.pixels is not None]
