@@ -399,7 +399,7 @@ class Summary:
         scored = sum(self.tally.verdicts.values())
         verdicts = ", ".join(f"{name} {n:,}" for name, n in sorted(self.tally.verdicts.items()))
         text = (
-            f"merged {self.parts:,} parts: {self.tally.rows:,} rows"
+            f"merged {self.parts:,} part{'s' if self.parts != 1 else ''}: {self.tally.rows:,} rows"
             if self.parts
             else f"predicted {scored:,} of {self.files:,} images"
         )
