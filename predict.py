@@ -122,6 +122,9 @@ def main(argv=None) -> int:
         parser.error("give at least one PATH (with --merge, the shard outputs)")
     if args.no_provenance and args.trust_anchors is not None:
         parser.error("--trust-anchors needs the provenance columns: drop --no-provenance")
+    for option, path in (("--output", args.output), ("--merge", args.merge)):
+        if path is not None and path.is_dir():
+            parser.error(f"{option} {path} is a folder: give a file name")
     shard = None
     if args.shard is not None:
         from realfake.batch import parse_shard

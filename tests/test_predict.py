@@ -544,6 +544,7 @@ def test_bad_paths_are_one_line_errors(argv, message, tmp_path, monkeypatch, cap
         (["x", "--no-provenance", "--trust-anchors", "a.pem"], "--trust-anchors needs"),
         (["x", "--shard", "0/2", "--submission", "s.csv"], "--submission needs every image"),
         ([], "give at least one PATH"),
+        (["x", "--output", "."], "--output . is a folder: give a file name"),
     ],
 )
 def test_usage_errors(argv, message, capsys):
