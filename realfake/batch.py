@@ -9,7 +9,8 @@ back by path into exactly the rows of one run.
 
 Example:
     files, skipped = find_images(["photos/", "more/*.png"])
-    summary = predict(PredictConfig(paths=("photos/",), output=Path("scores.csv")))
+    config = PredictConfig(("photos/",), model=Path("models/m.h5"), output=Path("scores.csv"))
+    print(predict(config).line())
 """
 
 import contextlib
@@ -33,7 +34,6 @@ import numpy as np
 from realfake.errors import PipelineError
 from realfake.images import is_image_name, load_rgb
 
-FORMATS = ("csv", "jsonl")
 # The columns every row has; extra column groups (such as provenance) follow them.
 BASE_COLUMNS = ("path", "probability_fake", "label", "verdict", "width", "height", "error")
 # Submission answers: 1 for AI-generated, 0 for real.
