@@ -12,7 +12,8 @@ evaluation computes (its decode with `load_split`, then `probability_fake`) for 
 
 The model is a random ResNet101 from `build_model(weights="none")` saved with a card (speed does
 not depend on the weights); --model scores with a trained one instead. Rounds alternate the
-measurements so that load from other processes hits all alike; the table shows the best round.
+measurements so that load from other processes hits all alike; the table shows the median of
+the rounds, and each ratio is the median of the ratios within a round.
 
 Reads:  $CIFAKE_ARCHIVE (or --archive), its test/ folder.
 Writes: a temporary folder (under /dev/shm where it exists), removed at the end.
@@ -26,6 +27,7 @@ import argparse
 import os
 import resource
 import shutil
+import statistics
 import sys
 import tempfile
 import threading
@@ -70,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--threads", type=int, default=2, help="decoding threads of predict.py (default: 2)"
     )
-    parser.add_argument("--rounds", type=int, default=2, help="rounds per case (default: 2)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per case (default: 3)")
     parser.add_argument(
         "--model", type=Path, default=None, help="a saved model (default: a random ResNet101)"
     )
@@ -201,13 +203,13 @@ def measure_case(name, folder, paths, classifier, args, workdir) -> dict:
         )
         return batch.predict(config, classifier=classifier)
 
-    best = {"predict": 0.0, "contract": 0.0, "with": 0.0, "without": 0.0}
+    rates: dict[str, list[float]] = {"predict": [], "contract": [], "with": [], "without": []}
     memory = 0.0
     for _ in range(args.rounds):
         seconds = timed(lambda: model.predict(pixels, batch_size=args.batch_size, verbose=0))
-        best["predict"] = max(best["predict"], count / seconds)
+        rates["predict"].append(count / seconds)
         seconds = timed(lambda: classifier.probability_fake(images, args.batch_size))
-        best["contract"] = max(best["contract"], count / seconds)
+        rates["contract"].append(count / seconds)
         for key, provenance in (("with", True), ("without", False)):
             output = workdir / f"{key}.csv"
             output.unlink(missing_ok=True)
@@ -216,21 +218,26 @@ def measure_case(name, folder, paths, classifier, args, workdir) -> dict:
                     lambda provenance=provenance, output=output: run(provenance, output)
                 )
             memory = max(memory, watch.growth_mb)
-            best[key] = max(best[key], count / seconds)
+            rates[key].append(count / seconds)
 
     evaluated = dict(
         zip(evaluated_paths, classifier.probability_fake(images, args.batch_size), strict=True)
     )
     rows = batch.read_output(workdir / "with.csv")[2]
     difference = max(abs(float(row["probability_fake"]) - evaluated[row["path"]]) for row in rows)
-    model_seconds = count / best["predict"]
+    median = {key: statistics.median(values) for key, values in rates.items()}
+
+    def ratio(top: str, bottom: str) -> float:
+        return statistics.median(a / b for a, b in zip(rates[top], rates[bottom], strict=True))
+
+    model_seconds = count / median["predict"]
     return {
         "case": name,
         "images": count,
-        **best,
-        "ratio": best["with"] / best["predict"],
-        "ratio_contract": best["with"] / best["contract"],
-        "ratio_without": best["without"] / best["predict"],
+        **median,
+        "ratio": ratio("with", "predict"),
+        "ratio_contract": ratio("with", "contract"),
+        "ratio_without": ratio("without", "predict"),
         "decode_ms": decode_seconds / count * 1e3,
         "decode_share": decode_seconds / (decode_seconds + model_seconds),
         "memory_mb": memory,
@@ -270,7 +277,7 @@ def main(argv=None) -> int:
 
     print(
         f"batch size {args.batch_size}, {args.threads} decoding threads, {os.cpu_count()} CPUs, "
-        f"best of {args.rounds} rounds; images/s"
+        f"median of {args.rounds} rounds; images/s"
     )
     print(
         "| case | images | model.predict | probability_fake | predict.py | predict.py "
