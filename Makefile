@@ -4,7 +4,7 @@ PYTHON := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 DEMO_DIR := demo
 
-.PHONY: setup demo-deps test-deps demo demo-data demo-clean demo-train demo-serve cifake-data train-cifake test lint format
+.PHONY: setup demo-deps test-deps demo demo-data demo-clean demo-train demo-serve demo-predict cifake-data train-cifake test lint format
 
 setup: $(VENV)/.installed
 
@@ -24,7 +24,7 @@ test-deps: demo-deps
 	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
 
 # The whole pipeline on a small synthetic demo dataset, in $(DEMO_DIR)/ with the default layout.
-demo: setup demo-deps demo-data demo-clean demo-train demo-serve
+demo: setup demo-deps demo-data demo-clean demo-train demo-serve demo-predict
 
 demo-data: setup
 	$(PYTHON) make_demo_data.py --dest $(DEMO_DIR)/archives
@@ -51,6 +51,11 @@ demo-serve: setup
 	cd $(DEMO_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/app.py --check
 	@if [ -n "$(SERVE)" ]; then cd $(DEMO_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/app.py; \
 	else echo "serve it: cd $(DEMO_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/app.py   (or make demo-serve SERVE=1), then open http://127.0.0.1:5000/"; fi
+
+# Scores the competition's unlabelled test images, then fills its sample submission from those rows.
+demo-predict: setup
+	cd $(DEMO_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/predict.py data/raw/fake_or_real/test/images --output predictions/test_images.csv --quiet
+	cd $(DEMO_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/predict.py --merge predictions/submission.csv predictions/test_images.csv --submission data/raw/fake_or_real/test/sample_submission.csv
 
 # The reference model: the real CIFAKE archive, prepared by the stage scripts, trained from scratch
 # with the recipe of README "Results" (--recipe cifake, realfake/training_config.py; about two
