@@ -148,9 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     for path in [item.path for item in corrupt] + copies:
         boundary.check_removal(path)
     hint = "" if args.dry_run or args.yes else "; add --yes to delete"
+    # Each file is listed so that it can be read before deleting; --yes --quiet wants the count.
+    list_each = not (args.yes and args.quiet)
 
     if args.corrupt is not None:
-        for item in corrupt:
+        for item in corrupt if list_each else []:
             print(f"undecodable: {item.path}")
         verb, count = remove_files([item.path for item in corrupt], args, "undecodable files")
         labels = Counter(item.label for item in corrupt)
@@ -160,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     if plan is not None:
-        for copy, kept in plan.remove:
+        for copy, kept in plan.remove if list_each else []:
             print(f"duplicate: {copy.path} (same bytes as {kept.path})")
         verb, count = remove_files(copies, args, "duplicate files")
         summary = (

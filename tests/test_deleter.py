@@ -232,6 +232,13 @@ def test_duplicates_without_yes_only_list(duplicated, capsys):
     assert snapshot(duplicated) == before
 
 
+def test_yes_quiet_prints_the_counts_not_every_file(duplicated, capsys):
+    assert delete("--duplicates", "data", "--yes", "--quiet") == 0
+    out = capsys.readouterr().out
+    assert "duplicate: " not in out and out.startswith("duplicates: removed 6 files")
+    assert out.count("\n") == 1
+
+
 def test_interrupted_duplicate_clean_up_finishes_the_same(duplicated, tmp_path, capsys):
     reference = tmp_path / "reference"
     shutil.copytree(duplicated, reference / "data")
