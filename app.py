@@ -16,7 +16,7 @@ import sys
 
 import realfake  # noqa: F401  (sets TensorFlow's defaults before it is imported)
 from realfake.appconfig import DEFAULTS
-from realfake.cli import report_errors, require_at_least_one
+from realfake.cli import add_verbose_argument, report_errors, require_at_least_one
 from realfake.errors import PipelineError
 
 __all__ = ["create_app", "main"]  # noqa: F822  (create_app comes from __getattr__)
@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="load the model, answer one request with a generated image, print it and exit",
     )
+    add_verbose_argument(parser)
     return parser
 
 

@@ -23,7 +23,12 @@ from pathlib import Path
 
 import realfake  # noqa: F401  (sets TensorFlow's environment before it is imported)
 from realfake import config
-from realfake.cli import add_quiet_argument, report_errors, require_at_least_one
+from realfake.cli import (
+    add_quiet_argument,
+    add_verbose_argument,
+    report_errors,
+    require_at_least_one,
+)
 
 EPILOG = """examples:
   python predict.py photos/ --output scores.csv
@@ -110,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="leave out the provenance columns (default: read them from each file's bytes)",
     )
     add_quiet_argument(parser)
+    add_verbose_argument(parser)
     return parser
 
 
