@@ -7,7 +7,9 @@ same path with .json); writes nothing. Without a model it still starts and says 
 
 The app factory serves other servers too: `flask --app app run`, or
 `gunicorn -w 2 -b 127.0.0.1:8000 "app:create_app()"` (REALFAKE_MODEL_PATH picks the model).
-`--check` loads the model, answers one request with a generated image and exits.
+`--check` loads the model (and any --trust-anchors), answers one request with a generated image
+and exits. Each answer carries the provenance evidence found in the uploaded file; signers of
+content credentials are checked against --trust-anchors (REALFAKE_TRUST_ANCHORS), when given.
 """
 
 import argparse
@@ -25,13 +27,14 @@ EPILOG = """examples:
   python app.py                                   serve the default model on 127.0.0.1:5000
   python app.py --model models/other.h5 --port 8080
   python app.py --check                           load the model, answer one image, exit
+  python app.py --trust-anchors my-trust-list.pem trust content credentials signed under these CAs
   REALFAKE_MODEL_PATH=models/other.h5 gunicorn -w 2 "app:create_app()"
 
 Other settings are environment variables read by create_app (REALFAKE_ + the name):
 MAX_IMAGE_PIXELS (per image, default {MAX_IMAGE_PIXELS:,}), MAX_REQUEST_PIXELS (per request,
 default {MAX_REQUEST_PIXELS:,}), MAX_CONCURRENT_WORK (requests decoding or predicting at once,
 default {MAX_CONCURRENT_WORK}), WORK_WAIT_SECONDS (how long others wait before a 503, default
-{WORK_WAIT_SECONDS:g})."""
+{WORK_WAIT_SECONDS:g}), TRUST_ANCHORS (as --trust-anchors, default none)."""
 
 
 def __getattr__(name: str):
@@ -70,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=DEFAULTS["MAX_CONTENT_LENGTH"] / (1024 * 1024),
         help="largest request body in MB (default: %(default)g)",
+    )
+    parser.add_argument(
+        "--trust-anchors",
+        default=None,
+        metavar="PEM",
+        help="PEM file of CA certificates whose signers of content credentials count as "
+        "trusted (default: none, so signers are shown as not checked)",
     )
     parser.add_argument(
         "--debug",
@@ -118,13 +128,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--max-megabytes must be positive")
     from realfake.webapp import create_app
 
-    app = create_app(
-        {
-            "MODEL_PATH": args.model,
-            "MAX_FILES": args.max_files,
-            "MAX_CONTENT_LENGTH": int(args.max_megabytes * 1024 * 1024),
-        }
-    )
+    settings = {
+        "MODEL_PATH": args.model,
+        "MAX_FILES": args.max_files,
+        "MAX_CONTENT_LENGTH": int(args.max_megabytes * 1024 * 1024),
+    }
+    if args.trust_anchors is not None:  # otherwise REALFAKE_TRUST_ANCHORS may set them
+        settings["TRUST_ANCHORS"] = args.trust_anchors
+    app = create_app(settings)
     if args.check:
         return _check(app)
     print(f"serving {args.model} on http://{args.host}:{args.port}/ (Ctrl+C stops)")

@@ -3,8 +3,11 @@
 Routes: `GET /` (the upload page), `POST /` (the page with a verdict per uploaded image),
 `POST /api/predict` (JSON per file), `GET /health` (model status), `GET /examples/<name>.png`
 (images to try). Uploads are read into memory only, checked by their content, decoded once, and
-never written to disk. Decoding and inference run in at most MAX_CONCURRENT_WORK requests at a
-time; others wait up to WORK_WAIT_SECONDS, then get 503 with Retry-After.
+never written to disk. The provenance evidence in each upload (content credentials, XMP,
+generator settings) is read once from the bytes as received, checked against the trust anchors
+given at start-up (TRUST_ANCHORS, a PEM file), and shown beside the verdict. Decoding, reading
+provenance and inference run in at most MAX_CONCURRENT_WORK requests at a time; others wait up
+to WORK_WAIT_SECONDS, then get 503 with Retry-After.
 """
 
 import io
@@ -21,6 +24,7 @@ from werkzeug.exceptions import HTTPException
 from realfake.appconfig import DEFAULTS
 from realfake.errors import PipelineError
 from realfake.inference import ModelUnavailable
+from realfake.provenance import UNREADABLE, Provenance, load_trust_anchors, read_provenance
 from realfake.serving import (
     ALLOWED_DESCRIPTION,
     DecodedUpload,
@@ -38,12 +42,14 @@ from realfake.webpage import (
     make_examples,
     overlay,
     png_data_uri,
+    provenance_panel,
     shown,
 )
 
 EXTENSION = "realfake"
 WORK_EXTENSION = "realfake.work"
 EXAMPLES_EXTENSION = "realfake.examples"
+TRUST_EXTENSION = "realfake.trust_anchors"
 # The HTTP status of each kind of unusable upload; any other kind is a 400.
 STATUS_BY_KIND = {"too_large": 413, "unsupported": 415}
 
@@ -135,6 +141,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     """Build the app; settings come from DEFAULTS, REALFAKE_* environment variables, test_config.
 
     The model is loaded here when its file exists, so the first request does not pay for it.
+    Trust anchors (TRUST_ANCHORS, a PEM file; none by default) are read here too, and a file
+    that cannot be used stops the start with a one-line PipelineError.
     """
     _return_large_blocks_to_the_system()
     app = Flask(__name__)
@@ -143,6 +151,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.from_prefixed_env("REALFAKE")
     if test_config is not None:
         app.config.from_mapping(test_config)
+    # Before the model, which takes seconds to load: a mistyped path is reported at once.
+    anchors_path = app.config.get("TRUST_ANCHORS")
+    anchors = load_trust_anchors(str(anchors_path)) if anchors_path else None
+    app.extensions[TRUST_EXTENSION] = anchors
     holder = ModelHolder(Path(app.config["MODEL_PATH"]), int(app.config["SMOOTHGRAD_SAMPLES"]))
     app.extensions[EXTENSION] = holder
     app.extensions[WORK_EXTENSION] = threading.BoundedSemaphore(
@@ -318,7 +330,19 @@ def _decode_all(
     return decoded
 
 
-def _answer(name: str, upload: DecodedUpload, prediction, image_size: int) -> dict:
+def _provenance(data: bytes) -> Provenance:
+    """The provenance evidence in an upload's bytes as received, checked against the app's
+    trust anchors."""
+    try:
+        return read_provenance(data, trust_anchors=current_app.extensions[TRUST_EXTENSION])
+    except Exception:  # the reader promises not to raise; the pixel verdict must outlive a slip
+        current_app.logger.exception("reading provenance failed")
+        return Provenance(error=UNREADABLE)
+
+
+def _answer(
+    name: str, upload: DecodedUpload, prediction, image_size: int, provenance: Provenance
+) -> dict:
     """One image's answer as the API gives it (the page shows the same fields)."""
     stated = shown(prediction, upload.width, upload.height, image_size)
     return {
@@ -330,6 +354,7 @@ def _answer(name: str, upload: DecodedUpload, prediction, image_size: int) -> di
         "probability_real": prediction.probability_real,
         "threshold": prediction.threshold,
         "notices": list(stated.notices),
+        "provenance": provenance.to_dict(),
     }
 
 
@@ -361,15 +386,17 @@ def upload_page():
             )
             results = []
             good_results = iter(zip(good, predictions, strict=True))
-            for (name, _), item in zip(uploads, decoded, strict=True):
+            for (name, data), item in zip(uploads, decoded, strict=True):
                 if isinstance(item, UploadError):
                     results.append({"filename": name, "error": str(item), "kind": item.kind})
                     continue
                 upload, prediction = next(good_results)
                 heatmap = predictor.heatmap(upload.model_view)
-                answer = _answer(name, upload, prediction, predictor.image_size)
+                provenance = _provenance(data)
+                answer = _answer(name, upload, prediction, predictor.image_size, provenance)
                 answer.update(
                     shown_verdict=VERDICTS[answer["verdict"]],
+                    provenance_panel=provenance_panel(provenance),
                     image_uri=png_data_uri(framed(upload.display)),
                     heatmap_uri=png_data_uri(overlay(upload.display, heatmap.values)),
                     heatmap_method=heatmap.method,
@@ -400,8 +427,8 @@ def api_predict():
                     return _json_error(f"{name}: {item}", status, filename=name)
             predictions = predictor.predict_arrays(np.stack([item.model_view for item in decoded]))
             answers = []
-            for (name, _), upload, prediction in zip(uploads, decoded, predictions, strict=True):
-                answer = _answer(name, upload, prediction, predictor.image_size)
+            for (name, data), upload, prediction in zip(uploads, decoded, predictions, strict=True):
+                answer = _answer(name, upload, prediction, predictor.image_size, _provenance(data))
                 if want_heatmap:
                     heatmap = predictor.heatmap(upload.model_view)
                     answer["heatmap"] = png_data_uri(overlay(upload.display, heatmap.values))

@@ -1,7 +1,9 @@
-"""What the upload page shows: the model card in words, verdicts, framed images and heatmaps.
+"""What the upload page shows: the model card in words, verdicts, provenance, framed images and
+heatmaps.
 
 Only the web app uses this module; the numbers it presents come from `realfake.inference` and
-`realfake.serving`, never from a computation of its own.
+`realfake.serving`, and the provenance from `realfake.provenance`, never from a computation of
+its own.
 """
 
 import base64
@@ -12,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from realfake.inference import Prediction
+from realfake.provenance import Provenance
 from realfake.serving import Predictor
 
 # Images are shown in a square frame of this many pixels, the heatmap on the same frame.
@@ -195,3 +198,70 @@ def make_examples(image_size: int) -> dict[str, Example]:
         image = makers[kind](rng, photos, side)
         examples[name] = Example(name, title, encode(image, "PNG"))
     return examples
+
+
+# The headline a file earns when intact, signed credentials that still match its pixels declare
+# generative AI: a declaration by whoever made it outweighs the classifier's guess.
+DECLARED_AI_HEADLINE = "AI-generated (declared in its content credentials)"
+# What the panel calls each kind of evidence `Provenance.source` names.
+PROVENANCE_SOURCES = {
+    "c2pa": "signed content credentials (C2PA)",
+    "xmp": "XMP metadata (unsigned)",
+    "generator metadata": "image generator settings (unsigned)",
+}
+
+
+@dataclass(frozen=True)
+class ProvenancePanel:
+    """The "Provenance" panel beside a verdict: every text in it comes from the file, so the
+    template escapes it like any other untrusted text."""
+
+    headline: str | None
+    found: str
+    summary: str
+    facts: tuple[tuple[str, str], ...]
+    claims: tuple[str, ...]
+    details: tuple[tuple[str, str], ...]
+    error: str | None
+
+
+def provenance_panel(provenance: Provenance) -> ProvenancePanel:
+    """What the page shows of an upload's provenance: what was found, who signed it, whether it
+    still matches the image, one line on what that means, and the file's own claims."""
+    facts: list[tuple[str, str]] = []
+    if provenance.source == "c2pa":
+        if provenance.declared_origin:
+            term = provenance.digital_source_type
+            facts.append(("Declares", f"{provenance.declared_origin} ({term})"))
+        if provenance.generator:
+            facts.append(("Made with", provenance.generator))
+        signer = provenance.signer or "an unnamed signer"
+        at = f", at {provenance.signed_at}" if provenance.signed_at else ""
+        facts.append(("Signed by", signer + at))
+        facts.append(("Signature", provenance.signature or "state unknown"))
+        facts.append(("Matches the image", _matches_in_words(provenance.matches_image)))
+    found = PROVENANCE_SOURCES.get(provenance.source or "", "no provenance data")
+    if provenance.source is None and provenance.claims:
+        found = "metadata that declares no origin (unsigned)"
+    return ProvenancePanel(
+        headline=DECLARED_AI_HEADLINE if provenance.declares_ai_with_valid_credentials else None,
+        found=found,
+        summary=provenance.summary,
+        facts=tuple(facts),
+        claims=provenance.claims,
+        details=provenance.details,
+        error=(
+            f"Part of the file's metadata was skipped as {provenance.error}: damaged, or too "
+            "large to read safely."
+            if provenance.error
+            else None
+        ),
+    )
+
+
+def _matches_in_words(matches_image: bool | None) -> str:
+    if matches_image is True:
+        return "yes, the signed hash still matches the image"
+    if matches_image is False:
+        return "no: the manifest no longer matches the image, it was changed after signing"
+    return "not stated by the credentials"

@@ -124,6 +124,7 @@ def test_api_predicts_one_file_as_the_model_does(app, client):
         "probability_real",
         "threshold",
         "notices",
+        "provenance",
     }
     assert answer["filename"] == "photo.png"
     assert answer["probability_fake"] == pytest.approx(model_probability(app, data), abs=1e-6)

@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 from realfake.images import load_rgb
 from realfake.inference import Prediction
 from realfake.webapp import EXTENSION, create_app
-from realfake.webpage import VERDICTS
+from realfake.webpage import DECLARED_AI_HEADLINE, VERDICTS
 
 pytestmark = pytest.mark.slow
 
@@ -79,6 +79,30 @@ def scene(path: Path) -> Path:
 def noise(path: Path) -> Path:
     pixels = np.random.default_rng(5).integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(path, quality=95)
+    return path
+
+
+def signed_scene(path: Path) -> Path:
+    """The drawn landscape as a JPEG whose content credentials, signed by a throwaway test CA,
+    declare generative AI."""
+    from provenance_fixtures import encode_as_editor, make_signer, manifest, sign
+
+    with Image.open(scene(path.with_name("unsigned.png"))) as image:
+        pixels = np.asarray(image.convert("RGB"))
+    definition = manifest("trainedAlgorithmicMedia", tool="Example Image Service")
+    signed = sign(encode_as_editor(pixels, "JPEG"), "image/jpeg", definition, make_signer())
+    path.write_bytes(signed)
+    return path
+
+
+def with_generation_settings(path: Path) -> Path:
+    """A PNG whose text chunk holds generation settings with one long unbroken prompt word, as
+    hostile as layout goes."""
+    from provenance_fixtures import png_with_text
+
+    pixels = np.random.default_rng(6).integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
+    settings = "x" * 400 + "\nSteps: 20, Sampler: Euler, Model: " + "y" * 150
+    path.write_bytes(png_with_text(pixels, {"parameters": settings}))
     return path
 
 
@@ -175,6 +199,25 @@ def test_upload_through_the_form(browser, served, tmp_path):
     assert failures == []  # the favicon included
 
 
+def test_signed_image_is_headlined_by_its_content_credentials(browser, served, tmp_path):
+    base_url, flask_app = served
+    files = [signed_scene(tmp_path / "signed.jpg"), noise(tmp_path / "noise.jpg")]
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    page.goto(base_url + "/")
+    page.set_input_files("#file-input", [str(path) for path in files])
+    page.click("#submit-button")
+    page.wait_for_selector("article.result .verdict")
+    check_against_model(read_results(page), flask_app, files)  # the pixel verdicts stay
+    signed_card, plain_card = page.locator("article.result").all()
+    assert signed_card.locator(".declared-headline").inner_text() == DECLARED_AI_HEADLINE
+    assert signed_card.locator(".declared-headline").is_visible()
+    panel = signed_card.locator(".provenance")
+    assert panel.is_visible() and "signed content credentials (C2PA)" in panel.inner_text()
+    assert plain_card.locator(".declared-headline").count() == 0
+    assert "its absence says nothing" in plain_card.locator(".provenance").inner_text()
+    page.close()
+
+
 def test_upload_works_without_javascript(browser, served, tmp_path):
     base_url, flask_app = served
     files = [noise(tmp_path / "plain.jpg")]
@@ -232,19 +275,27 @@ def wide_photo(path: Path) -> Path:
 
 def test_on_a_phone_the_results_fit_the_screen(browser, served, tmp_path):
     base_url, flask_app = served
-    files = [wide_photo(tmp_path / "wide_landscape.png"), noise(tmp_path / "noise.jpg")]
+    files = [
+        wide_photo(tmp_path / "wide_landscape.png"),
+        noise(tmp_path / "noise.jpg"),
+        signed_scene(tmp_path / "signed.jpg"),  # the fullest Provenance panel
+        with_generation_settings(tmp_path / "settings.png"),
+    ]
     page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2)
     page.goto(base_url + "/")
     page.set_input_files("#file-input", [str(path) for path in files])
     page.click("#submit-button")
     page.wait_for_selector("article.result .verdict")
     check_against_model(read_results(page), flask_app, files)
+    # Opened, the file's claims and its prompt still fit the width.
+    page.evaluate("() => document.querySelectorAll('details').forEach((d) => { d.open = true; })")
     widths = page.evaluate(
         "() => [document.documentElement.scrollWidth, window.innerWidth,"
         " Math.max(...[...document.querySelectorAll('img.heatmap')]"
         ".map((img) => img.getBoundingClientRect().right))]"
     )
     scroll_width, inner_width, heatmap_right = widths
+    assert page.locator(".declared-headline").inner_text() == DECLARED_AI_HEADLINE
     assert scroll_width <= inner_width == 390
     assert heatmap_right <= inner_width  # the heatmap is whole on screen, not cut off
     if os.environ.get("REALFAKE_PHONE_SCREENSHOT"):
