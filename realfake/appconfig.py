@@ -18,4 +18,7 @@ DEFAULTS = {
     "MAX_CONCURRENT_WORK": 2,
     "WORK_WAIT_SECONDS": 10.0,
     "SMOOTHGRAD_SAMPLES": 16,
+    # A PEM file of CA certificates that content-credential signers are checked against (none:
+    # signatures are verified, signers not judged).
+    "TRUST_ANCHORS": None,
 }
