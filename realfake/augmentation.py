@@ -33,6 +33,7 @@ AUGMENTED_PREFIX = "aug_"
 OUTPUT_SUFFIX = ".jpg"
 JPEG_QUALITY = 95
 TEMPORARY_SUFFIX = ".tmp"
+PREVIEW_HEADER = 18  # pixels above the first row, for the column names
 
 
 @dataclass(frozen=True)
@@ -549,8 +550,9 @@ def write_preview(
     rows: int = 6,
     columns: int = 6,
 ) -> None:
-    """A PNG contact sheet: each row one source image, then its copies 0, 1, ... as the run
-    would make them; sources are spread evenly over the classes and their files."""
+    """A PNG contact sheet: a header row naming the columns, then each row one source image
+    (its class on a dark label) and its copies 1, 2, ... as the run would make them; sources are
+    spread evenly over the classes and their files."""
     folders = class_folders(source_root) if source_root.is_dir() else {}
     per_class = [
         [p for p in list_images(folder) if not is_augmented_name(p.name)]
@@ -569,14 +571,19 @@ def write_preview(
     gap = 4
     separator = 12
     sheet_width = gap + cell + separator + columns * (cell + gap)
-    sheet = Image.new("RGB", (sheet_width, gap + len(chosen) * (cell + gap)), "white")
+    sheet = Image.new(
+        "RGB", (sheet_width, PREVIEW_HEADER + gap + len(chosen) * (cell + gap)), "white"
+    )
     draw = ImageDraw.Draw(sheet)
+    for column in range(columns + 1):
+        left = gap + (0 if column == 0 else cell + separator + (column - 1) * (cell + gap))
+        draw.text((left + 2, 4), "original" if column == 0 else f"copy {column}", fill="black")
     for row, source in enumerate(chosen):
         pixels = load_rgb(source, settings.image_size)
         relative = source.relative_to(source_root).as_posix()
         draws = np.stack([output_draws(seed, relative, index) for index in range(columns)])
         tiles = [pixels, *augment_pixels(pixels, draws, settings)]
-        top = gap + row * (cell + gap)
+        top = PREVIEW_HEADER + gap + row * (cell + gap)
         for column, tile in enumerate(tiles):
             left = gap + (0 if column == 0 else cell + separator + (column - 1) * (cell + gap))
             image = Image.fromarray(tile)
@@ -584,7 +591,11 @@ def write_preview(
             size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
             resample = Image.Resampling.NEAREST if scale >= 1 else Image.Resampling.BILINEAR
             sheet.paste(image.resize(size, resample), (left, top))
-        draw.text((gap + 2, top + 2), canonical_class(source.parent.name) or "", fill="yellow")
+        label = canonical_class(source.parent.name) or ""
+        if label:  # white on a dark box reads on light and dark images alike
+            box = draw.textbbox((gap + 3, top + 3), label)
+            draw.rectangle((box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2), fill="black")
+            draw.text((gap + 3, top + 3), label, fill="white")
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = BytesIO()
     sheet.save(buffer, format="PNG")

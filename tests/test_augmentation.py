@@ -236,7 +236,7 @@ def test_preview_shows_originals_beside_copies(tmp_path):
     assert run(source, tmp_path / "augmented", "--copies", 0, "--preview", sheet) == 0
     image = Image.open(sheet)
     assert image.format == "PNG"
-    assert image.size == (4 + 96 + 12 + 6 * 100, 4 + 6 * 100)
+    assert image.size == (4 + 96 + 12 + 6 * 100, 18 + 4 + 6 * 100)
     assert not list((tmp_path / "augmented").rglob("*.jpg"))
     # Each row opens with one of the sources, enlarged three times (32 to 96 pixels) without
     # smoothing; the lower half of that tile lies below the class label drawn over it.
@@ -249,7 +249,7 @@ def test_preview_shows_originals_beside_copies(tmp_path):
     pixels = np.asarray(image.convert("RGB"))
     shown = []
     for row in range(6):
-        top = 4 + row * 100
+        top = 18 + 4 + row * 100
         lower_half = pixels[top + 48 : top + 96, 4:100]
         shown += [name for name, big in enlarged.items() if np.array_equal(lower_half, big[48:])]
         for column in range(6):
@@ -258,6 +258,14 @@ def test_preview_shows_originals_beside_copies(tmp_path):
             assert (copy != 255).any(), "a copy's tile is blank"
             assert not any(np.array_equal(copy, big) for big in enlarged.values())
     assert len(set(shown)) == 6 and {name.split("/")[0] for name in shown} == {"Fake", "Real"}
+    # A header names the columns: dark text above every tile, nothing but white elsewhere there.
+    header = pixels[:18]
+    for left in [4] + [4 + 96 + 12 + column * 100 for column in range(6)]:
+        assert (header[:, left : left + 96] < 128).any()
+    assert (header[:, 100:112] == 255).all()
+    # Class labels sit on a dark box whatever the image: the label's corner is black.
+    for row in range(6):
+        assert (pixels[18 + 4 + row * 100 + 4, 4 + 1] < 40).all()
 
 
 @pytest.mark.parametrize(
