@@ -204,3 +204,33 @@ def app(saved_model):
 def client(app):
     """A Flask test client for the session's app."""
     return app.test_client()
+
+
+# Signed files for the provenance tests of the reader and of the app: one throwaway signer and
+# one pair of signed images per test module.
+@pytest.fixture(scope="module")
+def signer():
+    from provenance_fixtures import make_signer
+
+    return make_signer()
+
+
+@pytest.fixture(scope="module")
+def pixels():
+    from provenance_fixtures import random_pixels
+
+    return random_pixels(seed=7)
+
+
+@pytest.fixture(scope="module")
+def signed(signer, pixels):
+    """JPEG and PNG signed with a manifest declaring generative AI, by image format."""
+    from provenance_fixtures import MIME_TYPES, encode_as_editor, manifest, sign
+
+    definition = manifest(
+        "trainedAlgorithmicMedia", tool="Example Image Service", agent="Example Diffusion"
+    )
+    return {
+        image_format: sign(encode_as_editor(pixels, image_format), mime, definition, signer)
+        for image_format, mime in MIME_TYPES.items()
+    }

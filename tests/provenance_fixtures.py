@@ -15,6 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from PIL import Image, PngImagePlugin
 
+MIME_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png"}
+
 IPTC_TERMS = "http://cv.iptc.org/newscodes/digitalsourcetype/"
 SIGNER_NAME = "Test Signer"
 SIGNER_ORGANIZATION = "Example Test Org"

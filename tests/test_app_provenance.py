@@ -11,11 +11,8 @@ from markupsafe import escape
 from provenance_fixtures import (
     _manifest_block,
     encode,
-    encode_as_editor,
-    make_signer,
     manifest,
     png_with_text,
-    random_pixels,
     reencode_keeping_manifest,
     sign,
     with_xmp,
@@ -35,35 +32,12 @@ from realfake.provenance import (
 from realfake.webapp import create_app
 from realfake.webpage import DECLARED_AI_HEADLINE, VERDICTS
 
-MIME_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png"}
 PROMPT = "a red fox in the snow, photorealistic"
 A1111_PARAMETERS = (
     f"{PROMPT}\nNegative prompt: blurry, lowres\n"
     "Steps: 30, Sampler: DPM++ 2M, CFG scale: 7, Seed: 1234, Size: 512x512, "
     "Model: sd_xl_base_1.0, Version: v1.10.1"
 )
-
-
-@pytest.fixture(scope="module")
-def signer():
-    return make_signer()
-
-
-@pytest.fixture(scope="module")
-def pixels():
-    return random_pixels(seed=7)
-
-
-@pytest.fixture(scope="module")
-def signed(signer, pixels):
-    """JPEG and PNG signed with a manifest declaring generative AI, by image format."""
-    definition = manifest(
-        "trainedAlgorithmicMedia", tool="Example Image Service", agent="Example Diffusion"
-    )
-    return {
-        image_format: sign(encode_as_editor(pixels, image_format), mime, definition, signer)
-        for image_format, mime in MIME_TYPES.items()
-    }
 
 
 @pytest.fixture(scope="module")

@@ -10,15 +10,12 @@ from provenance_fixtures import (
     SIGNER_NAME,
     SIGNER_ORGANIZATION,
     encode,
-    encode_as_editor,
     entity_bomb_xmp,
     exif_software,
     exif_user_comment,
     make_certificate_authority,
-    make_signer,
     manifest,
     png_with_text,
-    random_pixels,
     reencode_keeping_manifest,
     sign,
     sign_with_remote_manifest,
@@ -41,7 +38,6 @@ from realfake.provenance import (
     read_provenance,
 )
 
-MIME_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png"}
 A1111_PARAMETERS = (
     "a red fox in the snow, photorealistic\n"
     "Negative prompt: blurry, lowres\n"
@@ -49,33 +45,6 @@ A1111_PARAMETERS = (
     'Model hash: 31e35c80fc, Model: sd_xl_base_1.0, Lora hashes: "a: 1, b: 2", Version: v1.10.1'
 )
 A1111_GENERATOR = "Stable Diffusion web UI (AUTOMATIC1111) v1.10.1 (sd_xl_base_1.0)"
-
-
-@pytest.fixture(scope="module")
-def signer():
-    return make_signer()
-
-
-@pytest.fixture(scope="module")
-def pixels():
-    return random_pixels(seed=7)
-
-
-@pytest.fixture(scope="module")
-def signed(signer, pixels):
-    """JPEG and PNG signed with a manifest declaring generative AI, by image format."""
-    definition = manifest(
-        "trainedAlgorithmicMedia", tool="Example Image Service", agent="Example Diffusion"
-    )
-    return {
-        image_format: sign(
-            encode_as_editor(pixels, image_format),
-            MIME_TYPES[image_format],
-            definition,
-            signer,
-        )
-        for image_format in MIME_TYPES
-    }
 
 
 @pytest.mark.parametrize("image_format", ["JPEG", "PNG"])
