@@ -131,11 +131,9 @@ def post_http(port: int, body: bytes, content_type: str) -> float:
 
 
 def untrained_model(folder: Path, image_size: int) -> Path:
-    from realfake.model import build_model
+    from realfake.benchmarking import save_untrained_classifier
 
-    path = folder / "untrained.h5"
-    build_model(image_size=image_size, weights="none").save(path)
-    return path
+    return save_untrained_classifier(folder / "untrained.h5", image_size)
 
 
 @report_errors

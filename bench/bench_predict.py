@@ -118,18 +118,9 @@ def write_large_photos(folder: Path, count: int, width: int, height: int) -> Pat
 
 def random_model(destination: Path) -> Path:
     """A random ResNet101 at 32x32, saved with a card as training saves it."""
-    from realfake.inference import save_classifier
-    from realfake.model import build_model, preprocessing_description
+    from realfake.benchmarking import save_untrained_classifier
 
-    card = {
-        "class_names": ["Fake", "Real"],
-        "positive_class": "Fake",
-        "image_size": 32,
-        "preprocessing": preprocessing_description("none"),
-        "weights": "none",
-        "threshold": 0.5,
-    }
-    return save_classifier(build_model(image_size=32, weights="none"), card, destination)
+    return save_untrained_classifier(destination)
 
 
 class MemoryWatch:

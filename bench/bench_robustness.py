@@ -124,19 +124,9 @@ def bench_augment(images, batch_size: int, rounds: int) -> list[dict]:
 
 
 def untrained_model(folder: Path) -> Path:
-    from realfake.inference import save_classifier
-    from realfake.model import build_model, preprocessing_description
+    from realfake.benchmarking import save_untrained_classifier
 
-    model = build_model(image_size=32, weights="none")
-    card = {
-        "class_names": ["Fake", "Real"],
-        "positive_class": "Fake",
-        "image_size": 32,
-        "preprocessing": preprocessing_description("none"),
-        "weights": "none",
-        "threshold": 0.5,
-    }
-    return save_classifier(model, card, folder / "untrained.h5")
+    return save_untrained_classifier(folder / "untrained.h5")
 
 
 def bench_report(args, folder: Path) -> dict:

@@ -8,6 +8,7 @@ import os
 import platform
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import keras
 import tensorflow as tf
@@ -100,3 +101,21 @@ def matmul_peak(size: int = 2048, repeats: int = 10, dtype: str = "float32") -> 
 def onednn_setting() -> str:
     """The TF_ENABLE_ONEDNN_OPTS value this process started TensorFlow with, or 'unset'."""
     return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset")
+
+
+def save_untrained_classifier(path: Path, image_size: int = 32, dense_units: int = 256) -> Path:
+    """A randomly initialised classifier saved with a card, as training saves one (threshold 0.5):
+    it costs exactly what a trained one does, for benchmarks and test fixtures."""
+    from realfake.inference import save_classifier
+    from realfake.model import build_model, preprocessing_description
+
+    card = {
+        "class_names": ["Fake", "Real"],
+        "positive_class": "Fake",
+        "image_size": image_size,
+        "preprocessing": preprocessing_description("none"),
+        "weights": "none",
+        "threshold": 0.5,
+    }
+    model = build_model(image_size=image_size, weights="none", dense_units=dense_units)
+    return save_classifier(model, card, Path(path))

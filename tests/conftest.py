@@ -172,24 +172,11 @@ def cifake_sample_archive() -> Path:
 @pytest.fixture(scope="session")
 def saved_model(tmp_path_factory) -> Path:
     """An untrained classifier saved as .h5 with a model card, made once per test session."""
-    from realfake.model import build_model, preprocessing_description
-    from realfake.modelcard import save_card
+    from realfake.benchmarking import save_untrained_classifier
 
-    model = build_model(image_size=32, weights="none", dense_units=16)
-    path = tmp_path_factory.mktemp("model") / "classifier.h5"
-    model.save(path)
-    save_card(
-        path,
-        {
-            "class_names": ["Fake", "Real"],
-            "positive_class": "Fake",
-            "image_size": 32,
-            "preprocessing": preprocessing_description("none"),
-            "weights": "none",
-            "threshold": 0.5,
-        },
+    return save_untrained_classifier(
+        tmp_path_factory.mktemp("model") / "classifier.h5", dense_units=16
     )
-    return path
 
 
 @pytest.fixture(scope="session")
