@@ -126,6 +126,9 @@ def interrupt_stage(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A shell's background job inherits SIGINT ignored, and Python then keeps ignoring it:
+        # give the stage the disposition it has when started from a terminal.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 60
     while process.poll() is None and time.monotonic() < deadline:
