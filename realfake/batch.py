@@ -33,9 +33,13 @@ import numpy as np
 
 from realfake.errors import PipelineError
 from realfake.images import is_image_name, load_rgb
+from realfake.inference import size_notice
 
 # The columns every row has; extra column groups (such as provenance) follow them.
-BASE_COLUMNS = ("path", "probability_fake", "label", "verdict", "width", "height", "error")
+# `notice` is set when the image is far larger than the model's input (inference.size_notice).
+BASE_COLUMNS = (
+    "path", "probability_fake", "label", "verdict", "width", "height", "notice", "error",
+)  # fmt: skip
 # Submission answers: 1 for AI-generated, 0 for real.
 ANSWERS = {"Fake": 1, "Real": 0}
 # Names listed in a summary or an error before "and N more".
@@ -198,8 +202,9 @@ def _reason(error: Exception) -> str:
     return text if text and " at 0x" not in text else type(error).__name__
 
 
-def build_row(decoded: Decoded, prediction=None) -> dict:
-    """The output row of one file: its base columns, then every extra column group's."""
+def build_row(decoded: Decoded, prediction=None, image_size: int | None = None) -> dict:
+    """The output row of one file: its base columns, then every extra column group's. A scored
+    file far larger than the model's `image_size` gets a notice (`inference.size_notice`)."""
     row = {
         "path": str(decoded.file.path),
         "probability_fake": None,
@@ -207,6 +212,7 @@ def build_row(decoded: Decoded, prediction=None) -> dict:
         "verdict": None,
         "width": decoded.width,
         "height": decoded.height,
+        "notice": None,
         "error": decoded.error,
     }
     if prediction is not None:
@@ -215,6 +221,9 @@ def build_row(decoded: Decoded, prediction=None) -> dict:
             label=prediction.label,
             verdict=prediction.verdict,
         )
+        if image_size is not None and decoded.width is not None:
+            notice = size_notice(decoded.width, decoded.height, image_size)
+            row["notice"] = None if notice is None else f"{notice} (README: Robustness)"
     row.update(decoded.extra)
     return row
 
@@ -279,7 +288,11 @@ def scored_rows(
                 pixels = np.concatenate([pixels, padding])
             predictions = iter(classifier.predictions(pixels, batch_size)[: len(good)])
         yield [
-            build_row(decoded, next(predictions) if decoded.pixels is not None else None)
+            build_row(
+                decoded,
+                next(predictions) if decoded.pixels is not None else None,
+                classifier.image_size,
+            )
             for decoded in batch
         ]
 

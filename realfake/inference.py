@@ -30,6 +30,10 @@ REAL_INDEX = 1 - FAKE_INDEX
 DEFAULT_THRESHOLD = 0.5
 TRAIN_COMMAND = "python model_training.py --recipe cifake"
 UNCERTAIN = "Uncertain"
+# An image with a side beyond this multiple of the model's input side is seen only after heavy
+# down-scaling, which removes much of the fine texture the model learned to read; down-scaling is
+# where its accuracy falls furthest (README "Robustness").
+FAR_FROM_TRAINING_FACTOR = 2
 
 
 class ModelUnavailable(PipelineError):
@@ -39,6 +43,19 @@ class ModelUnavailable(PipelineError):
 def label_for(probability_fake: float, threshold: float) -> str:
     """'Fake' when P(Fake) reaches the threshold, else 'Real'."""
     return POSITIVE_CLASS if probability_fake >= threshold else "Real"
+
+
+def size_notice(width: int, height: int, image_size: int) -> str | None:
+    """A plain sentence for an image whose longer side exceeds FAR_FROM_TRAINING_FACTOR times
+    the model's input side, saying how far it is shrunk; None for images close to that size."""
+    side = max(width, height)
+    if side <= FAR_FROM_TRAINING_FACTOR * image_size:
+        return None
+    return (
+        f"This image is {width:,} x {height:,} pixels; the model learned from {image_size} x "
+        f"{image_size} images and sees this one only after shrinking it {side / image_size:.0f} "
+        "times, so this verdict is less reliable"
+    )
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,6 @@ from PIL import Image
 from realfake.cli import progress
 from realfake.config import SEED
 from realfake.inference import FAKE_INDEX
-from realfake.metrics import classification_metrics, predicted_fake
 
 CLEAN = "clean"
 
@@ -203,6 +202,9 @@ def robustness_row(
     threshold: float,
 ) -> dict:
     """Accuracy, AUC and both error rates of one perturbed set at the given (card's) threshold."""
+    # Here, not at the top: the app reads FAMILIES without loading matplotlib and scikit-learn.
+    from realfake.metrics import classification_metrics, predicted_fake
+
     labels = np.asarray(labels)
     is_fake = labels == FAKE_INDEX
     says_fake = predicted_fake(probability_fake, threshold)

@@ -43,6 +43,7 @@ from realfake.webpage import (
     overlay,
     png_data_uri,
     provenance_panel,
+    robustness_lines,
     shown,
 )
 
@@ -341,10 +342,11 @@ def _provenance(data: bytes) -> Provenance:
 
 
 def _answer(
-    name: str, upload: DecodedUpload, prediction, image_size: int, provenance: Provenance
+    name: str, upload: DecodedUpload, prediction, predictor: Predictor, provenance: Provenance
 ) -> dict:
     """One image's answer as the API gives it (the page shows the same fields)."""
-    stated = shown(prediction, upload.width, upload.height, image_size)
+    has_robustness = bool(robustness_lines(predictor.card.get("robustness")))
+    stated = shown(prediction, upload.width, upload.height, predictor.image_size, has_robustness)
     return {
         "filename": name,
         "label": prediction.label,
@@ -393,7 +395,7 @@ def upload_page():
                 upload, prediction = next(good_results)
                 heatmap = predictor.heatmap(upload.model_view)
                 provenance = _provenance(data)
-                answer = _answer(name, upload, prediction, predictor.image_size, provenance)
+                answer = _answer(name, upload, prediction, predictor, provenance)
                 answer.update(
                     shown_verdict=VERDICTS[answer["verdict"]],
                     provenance_panel=provenance_panel(provenance),
@@ -428,7 +430,7 @@ def api_predict():
             predictions = predictor.predict_arrays(np.stack([item.model_view for item in decoded]))
             answers = []
             for (name, data), upload, prediction in zip(uploads, decoded, predictions, strict=True):
-                answer = _answer(name, upload, prediction, predictor.image_size, _provenance(data))
+                answer = _answer(name, upload, prediction, predictor, _provenance(data))
                 if want_heatmap:
                     heatmap = predictor.heatmap(upload.model_view)
                     answer["heatmap"] = png_data_uri(overlay(upload.display, heatmap.values))

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from realfake.inference import Prediction
+from realfake.inference import Prediction, size_notice
 from realfake.provenance import Provenance
+from realfake.robustness import CLEAN, FAMILIES, format_level
 from realfake.serving import Predictor
 
 # Images are shown in a square frame of this many pixels, the heatmap on the same frame.
@@ -32,9 +33,6 @@ METRIC_FORMATS = (
     ("loss", "loss", "{:.3f}"),
 )
 SPLIT_ORDER = {"train": 0, "validation": 1, "test": 2}
-# An upload with a side beyond this multiple of the training side is seen only after heavy
-# down-scaling, which removes much of the fine texture the model learned to read.
-FAR_FROM_TRAINING_FACTOR = 2
 TRAINED_ON_LABELS = (
     ("dataset", "dataset"),
     ("generator", "AI images from"),
@@ -88,7 +86,8 @@ def trained_on_lines(trained_on: object) -> list[str]:
 
 
 def robustness_lines(rows: object) -> list[str]:
-    """One line per family of the card's `robustness` rows: "blur: 96% at 0, 61% at 1.0"."""
+    """The card's `robustness` rows as one line per family: "clean images: 86%", then e.g.
+    "blur: 82% at sigma 0.5, 70% at sigma 1" (levels named as realfake.robustness names them)."""
     if not isinstance(rows, list):
         return []
     families: dict[str, list[str]] = {}
@@ -96,8 +95,16 @@ def robustness_lines(rows: object) -> list[str]:
         if not isinstance(row, dict) or not isinstance(row.get("accuracy"), int | float):
             continue
         family = str(row.get("family", "other"))
-        families.setdefault(family, []).append(f"{row['accuracy']:.0%} at {row.get('level')}")
-    return [f"{family}: {', '.join(levels)}" for family, levels in families.items()]
+        if family == CLEAN:
+            families.setdefault("clean images", []).append(f"{row['accuracy']:.0%}")
+            continue
+        known = FAMILIES.get(family)
+        level = row.get("level")
+        level = format_level(level) if isinstance(level, int | float) else str(level)
+        where = known.level_text.format(level) if known else level
+        title = known.title if known else family
+        families.setdefault(title, []).append(f"{row['accuracy']:.0%} at {where}")
+    return [f"{title}: {', '.join(levels)}" for title, levels in families.items()]
 
 
 @dataclass(frozen=True)
@@ -110,15 +117,20 @@ class ShownPrediction:
     notices: tuple[str, ...]
 
 
-def shown(prediction: Prediction, width: int, height: int, image_size: int) -> ShownPrediction:
-    """The verdict and the notices that go with one image's prediction."""
+def shown(
+    prediction: Prediction, width: int, height: int, image_size: int, robustness_shown: bool = False
+) -> ShownPrediction:
+    """The verdict and the notices that go with one image's prediction; `robustness_shown` says
+    whether "About this model" lists the model's accuracy under down-scaling, to point there."""
     notices = []
-    if max(width, height) > FAR_FROM_TRAINING_FACTOR * image_size:
-        notices.append(
-            f"This image is {width:,} x {height:,} pixels; the model learned from "
-            f"{image_size} x {image_size} images and sees this one only after shrinking it "
-            f"{max(width, height) / image_size:.0f} times, so this verdict is less reliable."
+    size = size_notice(width, height, image_size)
+    if size is not None:
+        where = (
+            'its accuracy on shrunk images is under "About this model" below'
+            if robustness_shown
+            else 'see "Robustness" in the README for how much down-scaling costs'
         )
+        notices.append(f"{size} ({where}).")
     return ShownPrediction(
         verdict=prediction.verdict,
         label=prediction.label,

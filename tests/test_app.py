@@ -1027,6 +1027,7 @@ def test_an_upload_far_larger_than_training_images_carries_a_notice(client):
     (answer,) = post_files(client, [(large, "big.png")]).get_json()["predictions"]
     (notice,) = answer["notices"]
     assert "100 x 80 pixels" in notice and "32 x 32" in notice
+    assert '"Robustness" in the README' in notice  # this card has no robustness rows to show
     html = post_files(client, [(large, "big.png")], url="/").get_data(as_text=True)
     assert 'class="result-notice">This image is 100 x 80 pixels' in html
     twice = encode(random_pixels(123, 64, 64), "PNG")  # twice the side: close enough
@@ -1040,6 +1041,7 @@ def test_trained_on_and_robustness_appear_only_when_the_card_has_them(
     assert "Trained on:" not in client.get("/").get_data(as_text=True)
     assert "when test images are altered" not in client.get("/").get_data(as_text=True)
     rows = [
+        {"family": "clean", "level": None, "accuracy": 0.86},
         {"family": "blur", "level": 0.5, "accuracy": 0.81},
         {"family": "jpeg", "level": 75, "accuracy": 0.9},
         {"family": "blur", "level": 1.0, "accuracy": 0.55},
@@ -1055,8 +1057,13 @@ def test_trained_on_and_robustness_appear_only_when_the_card_has_them(
         "Trained on: dataset: CIFAKE; AI images from: Stable Diffusion 1.4; real photographs "
         "from: CIFAR-10." in about
     )
-    assert "<li>blur: 81% at 0.5, 55% at 1.0</li>" in about
-    assert "<li>jpeg: 90% at 75</li>" in about
+    assert "<li>clean images: 86%</li>" in about
+    assert "<li>blur: 81% at sigma 0.5, 55% at sigma 1</li>" in about
+    assert "<li>JPEG: 90% at quality 75</li>" in about
+    large = encode(random_pixels(124, 80, 100), "PNG")
+    (answer,) = post_files(carded, [(large, "big.png")]).get_json()["predictions"]
+    (notice,) = answer["notices"]
+    assert 'under "About this model" below' in notice
 
 
 def test_heatmap_is_drawn_on_the_same_frame_as_the_image(client):

@@ -164,6 +164,24 @@ def test_one_row_per_image_with_broken_and_non_image_files_accounted_for(
     assert not list(tmp_path.glob(".scores.csv*"))  # no partial or settings file left behind
 
 
+def test_an_image_far_larger_than_the_models_input_carries_a_notice(
+    classifier, loaded, tmp_path, capsys
+):
+    side = classifier.image_size
+    folder = tmp_path / "photos"
+    write_image(folder / "large.jpg", 1, size=2 * side + 1)  # just past twice the side
+    write_image(folder / "twice.jpg", 2, size=2 * side)  # close enough: no notice
+    argv = [str(folder), "--model", str(classifier.path), "--quiet", "--no-provenance"]
+    assert predict.main(argv) == 0
+    large, twice = csv.DictReader(io.StringIO(capsys.readouterr().out))
+
+    assert large["probability_fake"] and twice["probability_fake"]  # both are still scored
+    assert f"{2 * side + 1} x {2 * side + 1} pixels" in large["notice"]
+    assert f"learned from {side} x {side} images" in large["notice"]
+    assert "Robustness" in large["notice"]
+    assert twice["notice"] == ""
+
+
 def test_jsonl_rows_carry_numbers_and_nulls_and_equal_the_csv_rows(
     unlabelled, classifier, loaded, capsys
 ):
