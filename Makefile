@@ -30,8 +30,8 @@ demo-data: setup
 	$(PYTHON) make_demo_data.py --dest $(DEMO_DIR)/archives
 	cd $(DEMO_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/data_unzipper.py archives/cifake.zip
 	cd $(DEMO_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/data_unzipper.py archives/fake_or_real.zip
-	cd $(DEMO_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/data_split_d2.py
-	cd $(DEMO_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/data_split_d1.py
+	cd $(DEMO_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/data_split_d2.py --dest data/interim/demo_cifake
+	cd $(DEMO_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/data_split_d1.py --dest data/interim/demo_fake_or_real
 	cd $(DEMO_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/data_merger.py
 
 # Duplicates first, so that copies are not augmented and the class counts come out exact.
@@ -44,7 +44,7 @@ demo-clean: setup
 # From scratch (no download), a few hundred images and a few epochs: minutes on 2 CPU cores.
 demo-train: setup
 	cd $(DEMO_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/model_training.py --weights none --epochs 4 --limit-per-class 200 --grace-epochs 2
-	cd $(DEMO_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/evaluate_model.py --data data/test --quiet
+	cd $(DEMO_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/evaluate_model.py --data data/test --robustness --update-card --quiet
 
 # Checks that the demo model answers, then serves it only when asked (SERVE=1): `make demo` ends.
 demo-serve: setup
@@ -77,7 +77,8 @@ cifake-data: setup
 train-cifake: cifake-data demo-deps
 	cd $(CIFAKE_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/model_training.py --recipe cifake \
 		$(if $(wildcard $(CIFAKE_DIR)/runs/training/epoch-*),--resume)
-	cd $(CIFAKE_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/evaluate_model.py --data data/test --quiet
+	cd $(CIFAKE_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/evaluate_model.py --data data/test \
+		--robustness --robustness-per-class 1000 --update-card --quiet
 
 lint: setup
 	$(PYTHON) -m ruff check .

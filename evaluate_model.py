@@ -9,11 +9,14 @@ the output folder:
     roc_curve.png          ROC curve of P(Fake)
     robustness.png         with --robustness: accuracy under JPEG re-encoding, blur, noise and
                            down-scaling, at the same threshold (metrics.json gains `robustness`)
+With --robustness --update-card the robustness rows and their summary are also written into the
+model card, where the app's "About this model" shows them.
 The metrics are printed; the last line of stdout is them as one JSON object.
 
 Example:
     python evaluate_model.py --model models/ai_real_image_classifier_resnet101.h5 --data data/test
     python evaluate_model.py --data data/test --robustness --robustness-per-class 500
+    python evaluate_model.py --data data/test --robustness --robustness-per-class 1000 --update-card
 """
 
 import argparse
@@ -85,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="score the robustness rows on a seeded random subset of N images per class, to "
         "keep it quick; implies --robustness (default: every image)",
     )
+    parser.add_argument(
+        "--update-card",
+        action="store_true",
+        help="write the robustness rows and their summary into the model card (needs "
+        "--robustness; refused with --threshold, since the card's threshold is the one it states)",
+    )
     add_quiet_argument(parser)
     add_verbose_argument(parser)
     return parser
@@ -97,6 +106,11 @@ def main(argv=None) -> int:
     require_at_least_one(parser, args, "batch_size", "robustness_per_class")
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         parser.error("--threshold must be between 0 and 1")
+    robustness = args.robustness or args.robustness_per_class is not None
+    if args.update_card and not robustness:
+        parser.error("--update-card writes the robustness rows: add --robustness")
+    if args.update_card and args.threshold is not None:
+        parser.error("--update-card records rows at the card's threshold: leave out --threshold")
 
     from realfake.data import load_split
     from realfake.inference import load_classifier
@@ -106,6 +120,7 @@ def main(argv=None) -> int:
         plot_confusion_matrix,
         plot_roc,
     )
+    from realfake.modelcard import save_card
 
     classifier = load_classifier(args.model, threshold=args.threshold)
     threshold = classifier.threshold
@@ -119,9 +134,17 @@ def main(argv=None) -> int:
 
     args.output.mkdir(parents=True, exist_ok=True)
     robustness_table = None
-    if args.robustness or args.robustness_per_class is not None:
+    if robustness:
         robustness_table = add_robustness(args, classifier, split, metrics)
     atomic_write_text(args.output / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    if args.update_card:
+        card = {
+            **classifier.card,
+            "robustness": metrics["robustness"],
+            "robustness_summary": metrics["robustness_summary"],
+            "robustness_data": str(args.data),
+        }
+        print(f"wrote the robustness rows into the model card {save_card(args.model, card)}")
     plot_confusion_matrix(
         split.labels, probability_fake, threshold, args.output / "confusion_matrix.png"
     )

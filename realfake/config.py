@@ -13,6 +13,28 @@ AUGMENTED_TRAIN_DIR = DATA_DIR / "augmented_train"
 
 SPLITS = ("train", "validation", "test")
 
+# What is known of each source the merger names (its folder under data/interim), for the model
+# card's `trained_on`. A source not listed is named there but not described.
+_DEMO_ORIGIN = "none: synthetic stand-ins drawn by make_demo_data.py from scikit-learn's photos"
+KNOWN_SOURCES = {
+    "cifake": {
+        "dataset": "CIFAKE (Bird & Lotfi 2024)",
+        "generator": "Stable Diffusion 1.4",
+        "real_source": "CIFAR-10",
+    },
+    "fake_or_real": {"dataset": "Fake-or-Real Competition Dataset"},
+    "demo_cifake": {
+        "dataset": "the synthetic demo in CIFAKE's layout",
+        "generator": _DEMO_ORIGIN,
+        "real_source": _DEMO_ORIGIN,
+    },
+    "demo_fake_or_real": {
+        "dataset": "the synthetic demo in Fake-or-Real's layout",
+        "generator": _DEMO_ORIGIN,
+        "real_source": _DEMO_ORIGIN,
+    },
+}
+
 # Alphabetical, so the label index matches Keras's directory ordering: Fake = 0, Real = 1.
 CLASS_NAMES = ("Fake", "Real")
 POSITIVE_CLASS = "Fake"

@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from realfake.config import CLASS_NAMES, SPLITS
+from realfake.config import CLASS_NAMES, KNOWN_SOURCES, SPLITS
 from realfake.errors import PipelineError
 from realfake.fileops import (
     STAMP_NAME,
@@ -34,6 +34,26 @@ from realfake.splitting import (
 MERGE_STAGING_NAME = ".merge.partial"
 MERGE_JOURNAL_NAME = "commit.json"
 MERGE_REPORT_NAME = "merge_report.json"
+
+
+def trained_on(data: Path, image_size: int) -> dict:
+    """What a model trained on the merged tree `data` learned from, for its card: the sources
+    named in the merge report, described where KNOWN_SOURCES knows them, and the input size."""
+    described: dict[str, list[str]] = {"dataset": [], "generator": [], "real_source": []}
+    report_path = Path(data) / MERGE_REPORT_NAME
+    try:
+        sources = [source["name"] for source in json.loads(report_path.read_text())["sources"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        sources = []
+    for name in sources:
+        known = KNOWN_SOURCES.get(name, {"dataset": name})
+        for key, values in described.items():
+            if known.get(key) and known[key] not in values:
+                values.append(known[key])
+    found = {key: " + ".join(values) for key, values in described.items() if values}
+    if not sources:
+        found["dataset"] = f"the images under {data} (no {MERGE_REPORT_NAME}: sources unknown)"
+    return {**found, "input_size": f"{image_size} x {image_size} pixels"}
 
 
 def split_dataset_layout(source: Path) -> dict[str, dict[str, Path]]:

@@ -179,7 +179,15 @@ SCHEMA: dict[str, tuple[Callable[[object], bool], str]] = {
     "epochs_run": (lambda v: _is_int(v) and v >= 0, "a whole number"),
     "best_epoch": (lambda v: v is None or (_is_int(v) and v >= 1), "a whole number or null"),
     "trained_on": (lambda v: isinstance(v, dict), "an object"),
-    "robustness": (lambda v: isinstance(v, list), "a list"),
+    "robustness": (
+        lambda v: isinstance(v, list) and all(isinstance(row, dict) for row in v),
+        "a list of objects",
+    ),
+    "robustness_summary": (
+        lambda v: isinstance(v, list) and all(isinstance(line, str) for line in v),
+        "a list of strings",
+    ),
+    "robustness_data": (lambda v: isinstance(v, str), "a string"),
 }
 
 

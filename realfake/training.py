@@ -33,6 +33,7 @@ from realfake.config import CLASS_NAMES, POSITIVE_CLASS
 from realfake.errors import PipelineError
 from realfake.fileops import atomic_write_text
 from realfake.inference import FAKE_INDEX, probability_fake, save_classifier
+from realfake.merging import trained_on
 from realfake.training_config import TrainingConfig, run_settings
 
 
@@ -421,6 +422,7 @@ def score_and_report(run: TrainingRun) -> dict:
         "uncertain_band": uncertain_band(validation.labels, validation_probability, threshold),
         "test_time_flip": flip,
         "training_data": {name: split.counts() for name, split in run.splits.items()},
+        "trained_on": trained_on(Path(config.data), config.image_size),
         "test_metrics": test_metrics,
         "validation_metrics": validation_metrics,
         "training_seconds": round(run.seconds, 1),

@@ -4,6 +4,7 @@ and whose classes differ in a way a classifier can learn."""
 import io
 import re
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ import data_split_d2
 import data_unzipper
 import make_demo_data
 from realfake.demo_data import DemoCounts, cifake_members, fake_or_real_members, sample_photos
+from realfake.merging import trained_on
 
 
 def generate(destination, *flags):
@@ -93,15 +95,16 @@ def test_fake_images_carry_a_learnable_artifact(members):
 
 @pytest.mark.slow
 def test_demo_archives_run_through_every_data_stage(tmp_path, monkeypatch, capsys):
-    """What `make demo-data` does, with the default paths, twice: the second run changes nothing."""
+    """What `make demo-data` does, twice: the second run changes nothing. The split stages write
+    to demo_* folders, so that a model's card says it learned from the synthetic demo."""
     monkeypatch.chdir(tmp_path)
 
     def pipeline():
         assert make_demo_data.main(["--dest", "archives", "--per-class", "20", "--quiet"]) == 0
         assert data_unzipper.main(["archives/cifake.zip", "--quiet"]) == 0
         assert data_unzipper.main(["archives/fake_or_real.zip", "--quiet"]) == 0
-        assert data_split_d2.main(["--quiet"]) == 0
-        assert data_split_d1.main(["--quiet"]) == 0
+        assert data_split_d2.main(["--dest", "data/interim/demo_cifake", "--quiet"]) == 0
+        assert data_split_d1.main(["--dest", "data/interim/demo_fake_or_real", "--quiet"]) == 0
         assert data_merger.main(["--quiet"]) == 0
 
     pipeline()
@@ -121,5 +124,10 @@ def test_demo_archives_run_through_every_data_stage(tmp_path, monkeypatch, capsy
         "test/Real": 7,
     }
     assert "skipped 1 non-image files" in capsys.readouterr().out  # the archive's .DS_Store
+    described = trained_on(Path("data"), 32)
+    assert described["dataset"] == (
+        "the synthetic demo in CIFAKE's layout + the synthetic demo in Fake-or-Real's layout"
+    )
+    assert "make_demo_data.py" in described["generator"]  # no generator is claimed
     pipeline()
     assert snapshot(tmp_path / "data") == first

@@ -73,6 +73,21 @@ def test_merge_prefixes_names_keeps_bytes_and_leaves_sources(interim, tmp_path, 
     assert not (destination / merging.MERGE_STAGING_NAME).exists()
 
 
+def test_trained_on_names_the_merged_sources_and_describes_only_known_ones(interim, tmp_path):
+    split_dataset(interim / "my_photos", seed=3)
+    destination = tmp_path / "data"
+    assert run([interim / "cifake", interim / "my_photos"], destination) == 0
+    assert merging.trained_on(destination, 64) == {
+        "dataset": "CIFAKE (Bird & Lotfi 2024) + my_photos",
+        "generator": "Stable Diffusion 1.4",  # my_photos claims no generator
+        "real_source": "CIFAR-10",
+        "input_size": "64 x 64 pixels",
+    }
+    (destination / merging.MERGE_REPORT_NAME).unlink()
+    unknown = merging.trained_on(destination, 32)
+    assert set(unknown) == {"dataset", "input_size"} and "sources unknown" in unknown["dataset"]
+
+
 def test_without_hard_links_the_merge_copies_byte_identical_files(interim, tmp_path, monkeypatch):
     assert run(sorted(interim.iterdir()), tmp_path / "linked") == 0
 

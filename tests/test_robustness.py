@@ -332,6 +332,33 @@ def test_evaluate_robustness_follows_a_threshold_given_on_the_command_line(
     assert {row["fake_called_real"] for row in metrics["robustness"]} == {0.0}
 
 
+def test_update_card_writes_the_rows_into_the_card_the_app_reads(
+    detail_model, detail_data, tmp_path, capsys
+):
+    model = tmp_path / "detail.h5"
+    shutil.copy(detail_model, model)
+    save_card(model, load_card(detail_model))
+    before = load_card(model)
+    argv = ["--model", str(model), "--data", str(detail_data), "--output", str(tmp_path / "e")]
+    assert evaluate_model.main([*argv, "--robustness-per-class", "5", "--update-card"]) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    card = load_card(model)
+    assert card["robustness"] == metrics["robustness"] and len(card["robustness"]) == 19
+    assert card["robustness_summary"] == metrics["robustness_summary"]
+    assert card["robustness_data"] == str(detail_data)
+    assert {k: v for k, v in card.items() if not k.startswith("robustness")} == before
+    assert load_classifier(model).card == card  # still the card of this model
+
+    for extra, message in [
+        ([], "add --robustness"),
+        (["--robustness", "--threshold", "0.5"], "leave out --threshold"),
+    ]:
+        with pytest.raises(SystemExit) as refused:
+            evaluate_model.main([*argv, "--update-card", *extra])
+        assert refused.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_robustness_per_class_must_be_positive(capsys):
     with pytest.raises(SystemExit) as caught:
         evaluate_model.main(["--robustness-per-class", "0"])

@@ -402,6 +402,7 @@ def test_tiny_end_to_end_run_writes_every_output(tmp_path, capsys):
         {"train/FAKE": 8, "train/REAL": 8, "validation/Fake": 4, "validation/Real": 4,
          "test/Fake": 4, "test/Real": 3},
     )  # fmt: skip
+    (data / "merge_report.json").write_text(json.dumps({"sources": [{"name": "cifake"}]}))
     model_path = tmp_path / "models" / "classifier.h5"
     metrics_dir = tmp_path / "metrics_graphs"
     code = model_training.main(
@@ -438,6 +439,8 @@ def test_tiny_end_to_end_run_writes_every_output(tmp_path, capsys):
     }
     assert 0.0 <= card["threshold"] <= 1.0
     assert set(card["test_metrics"]) >= {"loss", "accuracy", "precision", "recall", "auc", "f1"}
+    assert card["trained_on"]["generator"] == "Stable Diffusion 1.4"  # from the merge report
+    assert card["trained_on"]["input_size"] == "32 x 32 pixels"
     assert card["epochs_run"] == 1 and card["images_per_second"] > 0
 
     # Evaluation of the saved model on the test folder reproduces the card's test metrics.
