@@ -63,6 +63,7 @@ def card_summary(predictor: Predictor) -> dict:
         "test_images": metrics.get("images"),
         "trained_on": trained_on_lines(card.get("trained_on")),
         "robustness": robustness_lines(card.get("robustness")),
+        "robustness_images": robustness_images(card.get("robustness")),
         "weights": card.get("weights"),
         "preprocessing": card.get("preprocessing"),
         "created": card.get("created"),
@@ -105,6 +106,14 @@ def robustness_lines(rows: object) -> list[str]:
         title = known.title if known else family
         families.setdefault(title, []).append(f"{row['accuracy']:.0%} at {where}")
     return [f"{title}: {', '.join(levels)}" for title, levels in families.items()]
+
+
+def robustness_images(rows: object) -> int | None:
+    """How many images each robustness row scored (that of the first row), when the card says."""
+    if isinstance(rows, list) and rows and isinstance(rows[0], dict):
+        images = rows[0].get("images")
+        return images if isinstance(images, int) else None
+    return None
 
 
 @dataclass(frozen=True)

@@ -1041,7 +1041,7 @@ def test_trained_on_and_robustness_appear_only_when_the_card_has_them(
     assert "Trained on:" not in client.get("/").get_data(as_text=True)
     assert "when test images are altered" not in client.get("/").get_data(as_text=True)
     rows = [
-        {"family": "clean", "level": None, "accuracy": 0.86},
+        {"family": "clean", "level": None, "accuracy": 0.86, "images": 2000},
         {"family": "blur", "level": 0.5, "accuracy": 0.81},
         {"family": "jpeg", "level": 75, "accuracy": 0.9},
         {"family": "blur", "level": 1.0, "accuracy": 0.55},
@@ -1058,6 +1058,7 @@ def test_trained_on_and_robustness_appear_only_when_the_card_has_them(
         "from: CIFAR-10." in about
     )
     assert "<li>clean images: 86%</li>" in about
+    assert "(2,000 images, at the same threshold):" in about
     assert "<li>blur: 81% at sigma 0.5, 55% at sigma 1</li>" in about
     assert "<li>JPEG: 90% at quality 75</li>" in about
     large = encode(random_pixels(124, 80, 100), "PNG")
