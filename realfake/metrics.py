@@ -65,26 +65,35 @@ def uncertain_band(
     threshold: float,
     error_rate: float = 0.1,
     min_images: int = 10,
+    window_share: float = 0.05,
 ) -> dict:
     """The band of P(Fake) around the threshold inside which answers are often wrong.
 
-    Its half-width is the largest distance d from the threshold such that, of the validation
-    images with P(Fake) at most d from it (at least `min_images` of them), at least `error_rate`
-    are misclassified. A model that makes no such mistakes gets an empty band at the threshold.
+    Validation images are ranked by their distance from the threshold, and read in runs of
+    `window` neighbours (5% of them, at least `min_images`). The band reaches as far as the
+    farthest run in which at least `error_rate` were misclassified: beyond it, every run of
+    neighbours was right more often than that. The error is measured locally, not from the
+    threshold outwards, so that a model wrong on 15% of all images still gives its confident
+    answers as verdicts. Too few images, or no such run, give an empty band at the threshold.
     """
     probability = np.asarray(probability_fake, dtype=np.float64)
     distance = np.abs(probability - threshold)
     order = np.argsort(distance, kind="stable")
     wrong = (predicted_fake(probability, threshold) != (np.asarray(labels) == FAKE_INDEX))[order]
-    seen = np.arange(1, len(order) + 1)
-    qualifying = np.nonzero((np.cumsum(wrong) >= error_rate * seen) & (seen >= min_images))[0]
-    half_width = float(distance[order][qualifying[-1]]) if qualifying.size else 0.0
+    window = max(min_images, math.ceil(window_share * len(order)))
+    half_width = 0.0
+    if len(order) >= window:
+        errors = np.convolve(wrong.astype(np.int64), np.ones(window, np.int64), mode="valid")
+        qualifying = np.nonzero(errors >= error_rate * window)[0]
+        if qualifying.size:
+            half_width = float(distance[order][qualifying[-1] + window - 1])
     return {
         "low": max(0.0, threshold - half_width),
         "high": min(1.0, threshold + half_width),
         "rule": (
-            f"P(Fake) within {half_width:.3f} of the threshold: of the validation images that "
-            f"close to it, at least {error_rate:.0%} were misclassified"
+            f"P(Fake) within {half_width:.3f} of the threshold: the farthest point where, of "
+            f"{window} validation images at neighbouring distances from it, at least "
+            f"{error_rate:.0%} were misclassified"
         ),
     }
 

@@ -180,27 +180,35 @@ def test_predictions_follow_the_cards_threshold_and_uncertain_band(copied_model)
 def test_uncertain_band_is_where_validation_answers_are_often_wrong():
     from realfake.metrics import uncertain_band
 
-    # Fake = 0. Near the threshold 0.5, 2 of the 4 closest are wrong (50%); widening to the 10
-    # closest (distance 0.2) keeps 2 of 10 wrong (20% >= 10%); at 12 it is 2 of 12 (17%); the
-    # farther ones are all right, so the rate falls below 10% only beyond distance 0.45.
-    near = [0.45, 0.55, 0.48, 0.52]  # Fake, Real, Real, Fake: 0.45 and 0.55 are wrong
-    near_labels = [0, 1, 1, 0]
-    far = np.linspace(0.31, 0.0, 14).tolist() + np.linspace(0.69, 1.0, 14).tolist()
-    far_labels = [1] * 14 + [0] * 14
-    probability = np.array(near + far)
-    labels = np.array(near_labels + far_labels)
-    band = uncertain_band(labels, probability, 0.5, error_rate=0.1, min_images=4)
-    wrong, seen = 2, 4
-    distances = np.sort(np.abs(probability - 0.5))
-    for _ in distances[4:]:
-        if wrong / (seen + 1) < 0.1:
-            break
-        seen += 1
-    assert band["low"] == pytest.approx(0.5 - distances[seen - 1])
-    assert band["high"] == pytest.approx(0.5 + distances[seen - 1])
-    # A model without mistakes near the threshold has an empty band there.
-    clean = uncertain_band(np.array(far_labels), np.array(far), 0.5)
+    # Fake = 0, threshold 0.5. Near it (distance under 0.1), 20 of 40 answers are wrong; far from
+    # it (distance 0.3-0.5), 60 answers are all right. 20% wrong overall: counted from the
+    # threshold outwards, the band would take in every image, confident ones included.
+    rng = np.random.default_rng(0)
+    near = 0.5 + rng.uniform(-0.1, 0.1, 40)
+    near_labels = np.where(near >= 0.5, 0, 1)  # right ...
+    wrong = rng.choice(40, 20, replace=False)
+    near_labels[wrong] = 1 - near_labels[wrong]  # ... but for half of them
+    far = np.concatenate([rng.uniform(0.0, 0.2, 30), rng.uniform(0.8, 1.0, 30)])
+    far_labels = np.where(far >= 0.5, 0, 1)
+    probability = np.concatenate([near, far])
+    labels = np.concatenate([near_labels, far_labels])
+
+    band = uncertain_band(labels, probability, 0.5, error_rate=0.1, min_images=10)
+    half_width = band["high"] - 0.5
+    assert half_width == pytest.approx(0.5 - band["low"])
+    farthest_wrong = np.abs(near[wrong] - 0.5).max()
+    # Every wrong answer is inside the band, and the band ends at most one run of 10 images past
+    # the last of them: the 51st-nearest image at the latest.
+    assert farthest_wrong <= half_width
+    assert half_width <= np.sort(np.abs(probability - 0.5))[50] < 0.5
+    assert "10 validation images" in band["rule"]
+
+    # A model without mistakes has an empty band; one wrong everywhere has a band over everything.
+    clean = uncertain_band(far_labels, far, 0.5)
     assert (clean["low"], clean["high"]) == (0.5, 0.5)
+    everywhere = uncertain_band(1 - far_labels, far, 0.5)
+    widest = np.abs(far - 0.5).max()
+    assert (everywhere["low"], everywhere["high"]) == pytest.approx((0.5 - widest, 0.5 + widest))
 
 
 def test_training_writes_a_band_that_holds_its_threshold(trained_card):
