@@ -34,7 +34,9 @@ Other settings are environment variables read by create_app (REALFAKE_ + the nam
 MAX_IMAGE_PIXELS (per image, default {MAX_IMAGE_PIXELS:,}), MAX_REQUEST_PIXELS (per request,
 default {MAX_REQUEST_PIXELS:,}), MAX_CONCURRENT_WORK (requests decoding or predicting at once,
 default {MAX_CONCURRENT_WORK}), WORK_WAIT_SECONDS (how long others wait before a 503, default
-{WORK_WAIT_SECONDS:g}), TRUST_ANCHORS (as --trust-anchors, default none)."""
+{WORK_WAIT_SECONDS:g}), TRUST_ANCHORS (as --trust-anchors, default none), EXAMPLES_FOLDER (a
+labelled folder whose first two images per class are offered as examples when it exists, default
+{EXAMPLES_FOLDER}; empty: none)."""
 
 
 def __getattr__(name: str):

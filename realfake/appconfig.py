@@ -1,7 +1,7 @@
 """The web app's settings and their defaults, apart from the app so that `app.py --help` can
 print them without importing Flask, NumPy or TensorFlow."""
 
-from realfake.config import MODEL_PATH
+from realfake.config import DATA_DIR, MODEL_PATH
 
 # Pillow's own bomb guard refuses images over about 179 megapixels; the app stops far sooner.
 DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
@@ -21,4 +21,7 @@ DEFAULTS = {
     # A PEM file of CA certificates that content-credential signers are checked against (none:
     # signatures are verified, signers not judged).
     "TRUST_ANCHORS": None,
+    # A labelled folder (Fake/Real or aliases) of which the first images of each class are also
+    # offered as one-click examples, when it exists; empty: none.
+    "EXAMPLES_FOLDER": str(DATA_DIR / "test"),
 }

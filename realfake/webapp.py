@@ -38,6 +38,7 @@ from realfake.webpage import (
     FRAME_SIDE,
     VERDICTS,
     card_summary,
+    folder_examples,
     framed,
     make_examples,
     overlay,
@@ -199,6 +200,7 @@ def _page(status: int = 200, **context):
         model_error=model_error,
         allowed=ALLOWED_DESCRIPTION,
         examples=_example_list(),
+        examples_folder=current_app.config.get("EXAMPLES_FOLDER"),
         max_files=current_app.config["MAX_FILES"],
         max_megabytes=current_app.config["MAX_CONTENT_LENGTH"] / (1024 * 1024),
         **context,
@@ -444,21 +446,38 @@ def api_predict():
 
 
 def _example_list() -> list[dict]:
-    return [{"name": name, "title": title} for name, title, _, _ in EXAMPLE_RECIPES]
+    generated = [
+        {"name": name, "title": title, "from_folder": False}
+        for name, title, _, _ in EXAMPLE_RECIPES
+    ]
+    from_folder = [
+        {"name": example.name, "title": example.title, "from_folder": True}
+        for example in _folder_examples().values()
+    ]
+    return generated + from_folder
+
+
+def _folder_examples() -> dict:
+    """The examples from EXAMPLES_FOLDER, read once per app."""
+    examples = current_app.extensions[EXAMPLES_EXTENSION]
+    if "folder" not in examples:
+        examples["folder"] = folder_examples(current_app.config.get("EXAMPLES_FOLDER"))
+    return examples["folder"]
 
 
 def _example(name: str):
     """The named example image, made on first use; 404 for a name that is none."""
     examples = current_app.extensions[EXAMPLES_EXTENSION]
-    if not examples:
+    if "generated" not in examples:
         try:
             image_size = _holder().get().image_size
         except ModelUnavailable:
             image_size = 32
-        examples.update(make_examples(image_size))
-    if name not in examples:
+        examples["generated"] = make_examples(image_size)
+    found = examples["generated"].get(name) or _folder_examples().get(name)
+    if found is None:
         abort(404)
-    return examples[name]
+    return found
 
 
 @web.get("/examples/<name>.png")

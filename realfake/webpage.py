@@ -9,6 +9,7 @@ its own.
 import base64
 import io
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -218,6 +219,39 @@ def make_examples(image_size: int) -> dict[str, Example]:
         rng = np.random.default_rng([seed, 7])
         image = makers[kind](rng, photos, side)
         examples[name] = Example(name, title, encode(image, "PNG"))
+    return examples
+
+
+# Folder examples larger than this are shrunk for the page (the model shrinks them anyway).
+FOLDER_EXAMPLE_MAX_SIDE = 1024
+
+
+def folder_examples(folder: Path | str | None, per_class: int = 2) -> dict[str, Example]:
+    """The first `per_class` images (in name order) of each class of a labelled folder, as PNG
+    examples titled with their label; none when the folder is absent or not labelled."""
+    from realfake.images import is_image_name
+    from realfake.layout import class_folders
+
+    if not folder or not Path(folder).is_dir():
+        return {}
+    examples = {}
+    for class_name, class_folder in sorted(class_folders(Path(folder)).items()):
+        offered = 0
+        for path in sorted(path for path in class_folder.iterdir() if is_image_name(path)):
+            if offered == per_class:
+                break
+            try:
+                with Image.open(path) as image:
+                    image = image.convert("RGB")
+                    image.thumbnail((FOLDER_EXAMPLE_MAX_SIDE, FOLDER_EXAMPLE_MAX_SIDE))
+                    buffer = io.BytesIO()
+                    image.save(buffer, format="PNG")
+            except (OSError, ValueError):
+                continue  # a broken file is not offered
+            offered += 1
+            name = f"folder-{class_name.lower()}-{offered}"
+            title = f"{Path(folder).name}/{class_folder.name}/{path.name} (labelled {class_name})"
+            examples[name] = Example(name, title, buffer.getvalue())
     return examples
 
 

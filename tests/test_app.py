@@ -1104,6 +1104,46 @@ def test_examples_can_be_tried_with_one_click(app, client):
     assert client.get("/examples/nothing.png").status_code == 404
 
 
+def test_the_first_images_of_a_labelled_folder_are_offered_with_their_labels(tmp_path, saved_model):
+    folder = tmp_path / "data" / "test"
+    (folder / "FAKE").mkdir(parents=True)
+    (folder / "FAKE" / "a_broken.jpg").write_bytes(b"\xff\xd8 not a JPEG")  # first, not offered
+    sources = {}
+    for class_folder, seed in (("FAKE", 130), ("REAL", 140)):
+        for index in range(3):
+            data = encode(random_pixels(seed + index), "JPEG")
+            path = folder / class_folder / f"img_{index}.jpg"
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(data)
+            sources[path.name, class_folder] = path
+    (folder / "REAL" / "notes.txt").write_text("not an image")
+    app = create_app({"MODEL_PATH": str(saved_model), "EXAMPLES_FOLDER": str(folder)})
+    client = app.test_client()
+    html = client.get("/").get_data(as_text=True)
+
+    assert f"or the first images of each class of {folder}" in html
+    offered = re.findall(r'value="(folder-[^"]+)"', html)
+    assert offered == ["folder-fake-1", "folder-fake-2", "folder-real-1", "folder-real-2"]
+    assert "test/FAKE/img_0.jpg (labelled Fake)" in html
+    assert "test/REAL/img_1.jpg (labelled Real)" in html and "img_2.jpg" not in html
+    served = client.get("/examples/folder-real-2.png").get_data()
+    with (
+        Image.open(sources["img_1.jpg", "REAL"]) as original,
+        Image.open(io.BytesIO(served)) as png,
+    ):
+        assert np.array_equal(np.asarray(original.convert("RGB")), np.asarray(png))
+    response = client.post(
+        "/", data={"example": "folder-fake-1"}, content_type="multipart/form-data"
+    )
+    page = response.get_data(as_text=True)
+    shown_probability = float(re.search(r'data-probability="([0-9.]+)"', page).group(1))
+    expected = model_probability(app, client.get("/examples/folder-fake-1.png").get_data())
+    assert shown_probability == pytest.approx(expected, abs=1e-6)
+
+    none = create_app({"MODEL_PATH": str(saved_model), "EXAMPLES_FOLDER": ""}).test_client()
+    assert "folder-" not in none.get("/").get_data(as_text=True)
+
+
 def test_favicon_is_served(client):
     assert client.get("/favicon.ico").status_code == 200
     icon = re.search(r'<link rel="icon" href="([^"]+)"', client.get("/").get_data(as_text=True))
