@@ -227,9 +227,11 @@ FOLDER_EXAMPLE_MAX_SIDE = 1024
 
 
 def folder_examples(folder: Path | str | None, per_class: int = 2) -> dict[str, Example]:
-    """The first `per_class` images (in name order) of each class of a labelled folder, as PNG
-    examples titled with their label; none when the folder is absent or not labelled."""
-    from realfake.images import is_image_name
+    """The first `per_class` images (in name order) of each class of a labelled folder, decoded
+    as the model's inputs are (`load_rgb`) and offered as PNG examples titled with their label;
+    none when the folder is absent or not labelled."""
+    from realfake.demo_data import encode
+    from realfake.images import list_images, load_rgb
     from realfake.layout import class_folders
 
     if not folder or not Path(folder).is_dir():
@@ -237,21 +239,18 @@ def folder_examples(folder: Path | str | None, per_class: int = 2) -> dict[str, 
     examples = {}
     for class_name, class_folder in sorted(class_folders(Path(folder)).items()):
         offered = 0
-        for path in sorted(path for path in class_folder.iterdir() if is_image_name(path)):
+        for path in list_images(class_folder):
             if offered == per_class:
                 break
             try:
-                with Image.open(path) as image:
-                    image = image.convert("RGB")
-                    image.thumbnail((FOLDER_EXAMPLE_MAX_SIDE, FOLDER_EXAMPLE_MAX_SIDE))
-                    buffer = io.BytesIO()
-                    image.save(buffer, format="PNG")
+                image = Image.fromarray(load_rgb(path))
             except (OSError, ValueError):
                 continue  # a broken file is not offered
+            image.thumbnail((FOLDER_EXAMPLE_MAX_SIDE, FOLDER_EXAMPLE_MAX_SIDE))
             offered += 1
             name = f"folder-{class_name.lower()}-{offered}"
             title = f"{Path(folder).name}/{class_folder.name}/{path.name} (labelled {class_name})"
-            examples[name] = Example(name, title, buffer.getvalue())
+            examples[name] = Example(name, title, encode(image, "PNG"))
     return examples
 
 
