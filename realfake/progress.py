@@ -10,8 +10,16 @@ T = TypeVar("T")
 
 
 def progress(
-    iterable: Iterable[T], *, total: int | None = None, description: str = "", quiet: bool = False
+    iterable: Iterable[T],
+    *,
+    total: int | None = None,
+    description: str = "",
+    unit: str = "file",
+    quiet: bool = False,
 ) -> Iterator[T]:
-    """Wrap a loop in a tqdm bar on stderr, shown only on a terminal and when not quiet."""
+    """Wrap a loop in a tqdm bar on stderr, shown only on a terminal and when not quiet.
+
+    `unit` names what one step of the loop is, as the bar counts it ("3/19 rows").
+    """
     disable = quiet or not sys.stderr.isatty()
-    return iter(tqdm(iterable, total=total, desc=description, unit="file", disable=disable))
+    return iter(tqdm(iterable, total=total, desc=description, unit=unit, disable=disable))

@@ -236,6 +236,7 @@ def robustness_report(
         perturbed_sets(images, rows, seed),
         total=len(rows),
         description="robustness",
+        unit="row",
         quiet=quiet,
     ):
         probability_fake = classifier.probability_fake(perturbed, batch_size)

@@ -111,6 +111,7 @@ def find_undecodable(
                 pool.map(_decodable_flags, chunks),
                 total=len(chunks),
                 description=f"check ({chunk} files per step)",
+                unit="step",
                 quiet=quiet,
             )
             for chunk_flags in bar:

@@ -2,8 +2,10 @@
 says and is deterministic, the report scores at the card's threshold through the classifier, the
 JSON rows, table, summary and plot, and the seeded JPEG and blur tf ops."""
 
+import io
 import json
 import shutil
+import sys
 import threading
 
 import numpy as np
@@ -274,6 +276,27 @@ def test_the_report_scores_each_perturbation_at_the_cards_threshold(detail_model
     assert blur_misses == sorted(blur_misses)
     noise_misses = [clean["real_called_fake"]] + [r["real_called_fake"] for r in by_family["noise"]]
     assert noise_misses == sorted(noise_misses) and noise_misses[-1] == 1.0
+
+
+class Terminal(io.StringIO):
+    """Standard error as a terminal: progress bars are drawn into it."""
+
+    def isatty(self):
+        return True
+
+
+def test_the_progress_bar_counts_perturbation_rows(detail_model, detail_data, monkeypatch):
+    from realfake.data import load_split
+
+    classifier = load_classifier(detail_model)
+    split = load_split(detail_data, 32, quiet=True)
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    robustness.robustness_report(classifier, split.images, split.labels, batch_size=24)
+    final = terminal.getvalue().split("\r")[-1]
+    rows = len(robustness.perturbations(32))
+    assert final.startswith("robustness: 100%") and f"{rows}/{rows}" in final
+    assert "row/s" in final or "s/row" in final
 
 
 def test_evaluate_with_robustness_adds_rows_summary_and_plot(
