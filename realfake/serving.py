@@ -240,27 +240,41 @@ class Predictor:
         sign = tf.where(tf.stop_gradient(fake) >= self.threshold, 1.0, -1.0)
         return sign * log_odds
 
+    # Both maps explain the answer the page shows: under the card's test_time_flip that is the
+    # mean of the outputs for the image and its mirror image, so the mirror's part is drawn too.
+
     def _saliency_graph(self, images):
         import tensorflow as tf
 
         with tf.GradientTape() as tape:
             tape.watch(images)
-            score = self._decision_score(self.model(images, training=False))
+            probabilities = self.model(images, training=False)
+            if self.test_time_flip:
+                mirrored = self.model(tf.reverse(images, axis=[2]), training=False)
+                probabilities = (probabilities + mirrored) / 2
+            score = self._decision_score(probabilities)
         gradient = tape.gradient(score, images)
         return tf.reduce_max(tf.abs(gradient), axis=-1)
 
     def _grad_cam_graph(self, images):
         import tensorflow as tf
 
-        features = self._base(self._front(images), training=False)
+        views = [images, tf.reverse(images, axis=[2])] if self.test_time_flip else [images]
+        features = [self._base(self._front(view), training=False) for view in views]
         with tf.GradientTape() as tape:
             tape.watch(features)
-            score = self._decision_score(self._head(features))
-        gradient = tape.gradient(score, features)
-        weights = tf.reduce_mean(gradient, axis=(1, 2), keepdims=True)
-        cam = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1, keepdims=True))
+            probabilities = tf.add_n([self._head(f) for f in features]) / len(features)
+            score = self._decision_score(probabilities)
+        gradients = tape.gradient(score, features)
         side = self.image_size
-        return tf.image.resize(cam, (side, side), method="bilinear")[..., 0]
+        cams = []
+        for view_features, gradient in zip(features, gradients, strict=True):
+            weights = tf.reduce_mean(gradient, axis=(1, 2), keepdims=True)
+            cam = tf.nn.relu(tf.reduce_sum(weights * view_features, axis=-1, keepdims=True))
+            cams.append(tf.image.resize(cam, (side, side), method="bilinear")[..., 0])
+        if self.test_time_flip:
+            cams[1] = tf.reverse(cams[1], axis=[2])  # the mirror's map, back onto the image
+        return tf.add_n(cams) / len(cams)
 
 
 def _split_at_base(model):

@@ -875,18 +875,24 @@ def test_result_pages_are_neither_cached_nor_sent_as_referrer(client):
 # strip away from the centre, so that a transposed or mirrored map would miss it.
 REGION_CROP = ((4, 16), (2, 24))
 REGION = (slice(4, 16), slice(2, 8))
+MIRRORED_REGION = (slice(4, 16), slice(24, 30))
 
 
-def save_region_model(path, base_name: str | None = None, seed: int = 0):
+def save_region_model(
+    path, base_name: str | None = None, seed: int = 0, test_time_flip: bool = False
+):
     """A classifier that sees only REGION: pixels elsewhere cannot change its answer.
 
     With `base_name`, the region passes through a nested convolutional block of that name with
-    an 8x8 output, which the app explains with Grad-CAM; without, with SmoothGrad."""
+    an 8x8 output, which the app explains with Grad-CAM; without, with SmoothGrad. With
+    `test_time_flip`, its card averages each image with its mirror image, whose REGION is
+    MIRRORED_REGION of the image."""
     import keras
 
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((32, 32, 3))
-    region = keras.layers.Cropping2D(REGION_CROP)(inputs)
+    # Scaled to [0, 1], so that the softmax does not saturate and every view has a gradient.
+    region = keras.layers.Rescaling(1 / 255)(keras.layers.Cropping2D(REGION_CROP)(inputs))
     if base_name is None:
         features = keras.layers.Flatten()(region)
     else:
@@ -899,7 +905,8 @@ def save_region_model(path, base_name: str | None = None, seed: int = 0):
         features = keras.layers.Flatten()(block(padded))
     outputs = keras.layers.Dense(2, activation="softmax")(features)
     keras.Model(inputs, outputs).save(path)
-    save_card(path, {"class_names": ["Fake", "Real"], "image_size": 32, "threshold": 0.5})
+    card = {"class_names": ["Fake", "Real"], "image_size": 32, "threshold": 0.5}
+    save_card(path, {**card, "test_time_flip": test_time_flip})
     return path
 
 
@@ -925,6 +932,25 @@ def test_grad_cam_map_lies_where_the_model_looks(tmp_path):
     # Grad-CAM's map is 8x8 cells of 4 pixels, smoothed when enlarged: allow one cell around.
     assert mass_inside(heatmap.values, slice(0, 20), slice(0, 12)) > 0.95
     assert mass_inside(heatmap.values, *REGION) > 0.5
+
+
+@pytest.mark.parametrize("base_name", [None, "resnet101"], ids=["smoothgrad", "grad-cam"])
+def test_under_test_time_flip_the_map_also_shows_what_the_mirror_image_gave(tmp_path, base_name):
+    """The answer is the mean over the image and its mirror image: the map explains that mean."""
+    from realfake.model import BASE_NAME
+
+    assert base_name in (None, BASE_NAME)
+    path = save_region_model(tmp_path / "flip.h5", base_name, test_time_flip=True)
+    predictor = Predictor(path, smoothgrad_samples=8)
+    assert predictor.test_time_flip
+    values = predictor.heatmap(random_pixels(112)).values
+    if base_name is None:
+        assert mass_inside(values, *REGION) + mass_inside(values, *MIRRORED_REGION) > 0.99
+        assert min(mass_inside(values, *REGION), mass_inside(values, *MIRRORED_REGION)) > 0.2
+    else:  # 8x8 cells of 4 pixels, smoothed when enlarged: one cell around each region
+        around, mirrored_around = (slice(0, 20), slice(0, 12)), (slice(0, 20), slice(20, 32))
+        assert mass_inside(values, *around) + mass_inside(values, *mirrored_around) > 0.95
+        assert min(mass_inside(values, *around), mass_inside(values, *mirrored_around)) > 0.2
 
 
 # --- app.py --------------------------------------------------------------------------------------
