@@ -202,9 +202,10 @@ def _reason(error: Exception) -> str:
     return text if text and " at 0x" not in text else type(error).__name__
 
 
-def build_row(decoded: Decoded, prediction=None, image_size: int | None = None) -> dict:
+def build_row(decoded: Decoded, prediction, image_size: int) -> dict:
     """The output row of one file: its base columns, then every extra column group's. A scored
-    file far larger than the model's `image_size` gets a notice (`inference.size_notice`)."""
+    file (`prediction` not None) far larger than the model's `image_size` gets a notice
+    (`inference.size_notice`)."""
     row = {
         "path": str(decoded.file.path),
         "probability_fake": None,
@@ -221,7 +222,7 @@ def build_row(decoded: Decoded, prediction=None, image_size: int | None = None) 
             label=prediction.label,
             verdict=prediction.verdict,
         )
-        if image_size is not None and decoded.width is not None:
+        if decoded.width is not None:
             notice = size_notice(decoded.width, decoded.height, image_size)
             row["notice"] = None if notice is None else f"{notice} (README: Robustness)"
     row.update(decoded.extra)
