@@ -193,6 +193,15 @@ def save_classifier(model, card: dict, model_path: Path) -> Path:
 _FORWARD: "weakref.WeakKeyDictionary[object, dict]" = weakref.WeakKeyDictionary()
 
 
+def mirror(pixels):
+    """The horizontal mirror images of a batch of images (n, rows, columns, 3) or of maps
+    (n, rows, columns): the test-time flip's second view, for the forward pass and for the
+    heatmaps that explain it."""
+    import tensorflow as tf
+
+    return tf.reverse(pixels, axis=[2])
+
+
 def forward(model, test_time_flip: bool):
     """The compiled forward pass: float32 pixels (n, side, side, 3) to class probabilities (n, 2).
 
@@ -209,7 +218,7 @@ def forward(model, test_time_flip: bool):
         def probabilities(pixels):
             output = model(pixels, training=False)
             if test_time_flip:
-                output = (output + model(tf.reverse(pixels, axis=[2]), training=False)) / 2
+                output = (output + model(mirror(pixels), training=False)) / 2
             return output
 
         compiled[test_time_flip] = probabilities

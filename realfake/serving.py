@@ -19,7 +19,7 @@ from PIL import ExifTags, Image, UnidentifiedImageError
 from realfake.appconfig import DEFAULT_MAX_IMAGE_PIXELS
 from realfake.errors import PipelineError
 from realfake.images import load_rgb
-from realfake.inference import FAKE_INDEX, Prediction, load_classifier
+from realfake.inference import FAKE_INDEX, Prediction, load_classifier, mirror
 
 # Pillow's readers tried on uploads; its JPEG reader also opens camera JPEGs (MPO).
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
@@ -250,7 +250,7 @@ class Predictor:
             tape.watch(images)
             probabilities = self.model(images, training=False)
             if self.test_time_flip:
-                mirrored = self.model(tf.reverse(images, axis=[2]), training=False)
+                mirrored = self.model(mirror(images), training=False)
                 probabilities = (probabilities + mirrored) / 2
             score = self._decision_score(probabilities)
         gradient = tape.gradient(score, images)
@@ -259,7 +259,7 @@ class Predictor:
     def _grad_cam_graph(self, images):
         import tensorflow as tf
 
-        views = [images, tf.reverse(images, axis=[2])] if self.test_time_flip else [images]
+        views = [images, mirror(images)] if self.test_time_flip else [images]
         features = [self._base(self._front(view), training=False) for view in views]
         with tf.GradientTape() as tape:
             tape.watch(features)
@@ -273,7 +273,7 @@ class Predictor:
             cam = tf.nn.relu(tf.reduce_sum(weights * view_features, axis=-1, keepdims=True))
             cams.append(tf.image.resize(cam, (side, side), method="bilinear")[..., 0])
         if self.test_time_flip:
-            cams[1] = tf.reverse(cams[1], axis=[2])  # the mirror's map, back onto the image
+            cams[1] = mirror(cams[1])  # the mirror's map, back onto the image
         return tf.add_n(cams) / len(cams)
 
 
