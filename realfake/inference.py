@@ -202,6 +202,15 @@ def mirror(pixels):
     return tf.reverse(pixels, axis=[2])
 
 
+def averaged_output(model, pixels, test_time_flip: bool):
+    """The model's class probabilities for a batch of float32 pixels, uncompiled so that it can
+    be differentiated: with `test_time_flip`, the mean over each image and its mirror image."""
+    output = model(pixels, training=False)
+    if test_time_flip:
+        output = (output + model(mirror(pixels), training=False)) / 2
+    return output
+
+
 def forward(model, test_time_flip: bool):
     """The compiled forward pass: float32 pixels (n, side, side, 3) to class probabilities (n, 2).
 
@@ -216,10 +225,7 @@ def forward(model, test_time_flip: bool):
 
         @tf.function(input_signature=[spec])
         def probabilities(pixels):
-            output = model(pixels, training=False)
-            if test_time_flip:
-                output = (output + model(mirror(pixels), training=False)) / 2
-            return output
+            return averaged_output(model, pixels, test_time_flip)
 
         compiled[test_time_flip] = probabilities
     return compiled[test_time_flip]

@@ -19,7 +19,7 @@ from PIL import ExifTags, Image, UnidentifiedImageError
 from realfake.appconfig import DEFAULT_MAX_IMAGE_PIXELS
 from realfake.errors import PipelineError
 from realfake.images import load_rgb
-from realfake.inference import FAKE_INDEX, Prediction, load_classifier, mirror
+from realfake.inference import FAKE_INDEX, Prediction, averaged_output, load_classifier, mirror
 
 # Pillow's readers tried on uploads; its JPEG reader also opens camera JPEGs (MPO).
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
@@ -248,10 +248,7 @@ class Predictor:
 
         with tf.GradientTape() as tape:
             tape.watch(images)
-            probabilities = self.model(images, training=False)
-            if self.test_time_flip:
-                mirrored = self.model(mirror(images), training=False)
-                probabilities = (probabilities + mirrored) / 2
+            probabilities = averaged_output(self.model, images, self.test_time_flip)
             score = self._decision_score(probabilities)
         gradient = tape.gradient(score, images)
         return tf.reduce_max(tf.abs(gradient), axis=-1)
