@@ -25,7 +25,8 @@ from realfake.cli import (
     report_errors,
     require_at_least_one,
 )
-from realfake.training_config import CHECKPOINT_DIR, RECIPES, TrainingConfig
+from realfake.errors import PipelineError
+from realfake.training_config import CHECKPOINT_DIR, RECIPES, TrainingConfig, parse_augment
 
 EXAMPLES = """examples:
   python model_training.py --recipe cifake                  the reference CIFAKE model (~2 h)
@@ -54,15 +55,11 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def augmentation_names(text: str) -> str:
-    """--augment's value checked: comma-separated names, at most one of config.AUGMENTATIONS."""
-    names = text.split(",")
-    known = (*config.AUGMENTATIONS, *config.ROBUSTNESS_AUGMENTATIONS)
-    if any(name not in known for name in names) or len(set(names)) < len(names):
-        raise argparse.ArgumentTypeError(
-            f"invalid choice: {text!r} (comma-separated names from {', '.join(known)}, each once)"
-        )
-    if sum(name in config.AUGMENTATIONS for name in names) > 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: flip and flip-shift do not combine")
+    """--augment's value checked (realfake.training_config.parse_augment), kept as written."""
+    try:
+        parse_augment(text)
+    except PipelineError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
     return text
 
 
@@ -184,8 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=augmentation_names,
         help="random transforms of training batches, comma-separated: flip (horizontal mirror "
         "images, pixel values kept) or flip-shift (also shifts of up to 10%%, resampled), and "
-        "jpeg (re-encoding at quality 30-100) and/or blur (Gaussian, sigma 0-3), each image with "
-        "--robustness-probability; e.g. flip,jpeg,blur; alone: flip-shift",
+        "crop (whole-pixel shifts: padded with 4 black pixels, cropped back), and jpeg "
+        "(re-encoding at quality 30-100), blur (Gaussian, sigma 0-3) and downscale (to 12-32 px "
+        "and back, nearest, bilinear, bicubic or area), each image with its own probability "
+        "written after a colon or else --robustness-probability; e.g. "
+        "flip,crop,jpeg:0.3,blur:0.3,downscale:0.3; alone: flip-shift",
     )
     parser.add_argument(
         "--robustness-probability",
@@ -193,6 +193,27 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.1,
         help="chance that --augment jpeg re-encodes a training image, and apart from it that "
         "--augment blur blurs one (default: 0.1)",
+    )
+    parser.add_argument(
+        "--label-smoothing",
+        type=float,
+        default=0.0,
+        help="move the training targets from 0 and 1 towards each other by half this value",
+    )
+    parser.add_argument(
+        "--weight-decay",
+        type=float,
+        default=0.0,
+        help="decoupled weight decay (AdamW): each step shrinks every kernel by learning rate x "
+        "this; 0 is plain Adam",
+    )
+    parser.add_argument(
+        "--ema-momentum",
+        type=float,
+        default=0.0,
+        help="keep an exponential moving average of the weights with this momentum (e.g. 0.999) "
+        "and validate, keep and save the average, its batch-norm statistics re-estimated; "
+        "0 turns it off",
     )
     parser.add_argument(
         "--test-time-flip",
@@ -269,6 +290,10 @@ def main(argv=None) -> int:
         parser.error("--zero-init-residual needs --weights none (it would erase loaded weights)")
     if args.progress_seconds <= 0:
         parser.error("--progress-seconds must be positive")
+    if not 0.0 <= args.label_smoothing < 1.0 or args.weight_decay < 0:
+        parser.error("--label-smoothing must be in [0, 1) and --weight-decay not negative")
+    if not 0.0 <= args.ema_momentum < 1.0:
+        parser.error("--ema-momentum must be at least 0 and below 1")
     if not 0.0 <= args.robustness_probability <= 1.0:
         parser.error("--robustness-probability must be between 0 and 1")
     if args.seed % (2**31 - 1) == 0:

@@ -90,6 +90,48 @@ class BatchNormRecalibration(keras.callbacks.Callback):
         recalibrate_batch_norm(self.model, self.images, self.batches, self)
 
 
+class AveragedWeightsForValidation(keras.callbacks.Callback):
+    """Validate, and let the stopping rules judge and keep, the optimizer's exponential moving
+    average of the weights (`use_ema`) instead of the last step's weights.
+
+    Goes first among the callbacks: before validation (`on_test_begin`) it keeps the trained
+    weights aside and puts the averages in, so the batch-norm re-estimation that follows measures
+    the statistics of the averaged weights. Call `restore_trained` (through `RestoreTrained`)
+    after the stopping rules have seen the epoch and before the checkpoint, so that training and
+    a resumed run go on from the trained weights, not the average.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._trained: list[np.ndarray] | None = None
+
+    def on_test_begin(self, logs=None):
+        optimizer = self.model.optimizer
+        if not getattr(optimizer, "use_ema", False) or self._trained is not None:
+            return
+        variables = self.model.trainable_variables
+        self._trained = [variable.numpy() for variable in variables]
+        optimizer._overwrite_model_variables_with_average_value(variables)
+
+    def restore_trained(self) -> None:
+        if self._trained is None:
+            return
+        for variable, value in zip(self.model.trainable_variables, self._trained, strict=True):
+            variable.assign(value)
+        self._trained = None
+
+
+class RestoreTrained(keras.callbacks.Callback):
+    """At the end of each epoch, give the trained weights back (`AveragedWeightsForValidation`)."""
+
+    def __init__(self, averaged: AveragedWeightsForValidation):
+        super().__init__()
+        self.averaged = averaged
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.averaged.restore_trained()
+
+
 class StopTrainingOnValidationLoss(keras.callbacks.Callback):
     """Stop when validation loss exceeds training loss, after `grace_epochs` epochs.
 

@@ -54,8 +54,11 @@ IMAGE_SIZE = 32
 
 # The training-batch augmentations of realfake.data.augmentation_layers and --augment.
 AUGMENTATIONS = ("flip", "flip-shift")
-# Re-encoding and blur for robustness (realfake.robustness), combinable with one of the above.
-ROBUSTNESS_AUGMENTATIONS = ("jpeg", "blur")
+# Whole-pixel translation: the image padded with 4 black pixels and cropped back at random.
+CROP_AUGMENTATION = "crop"
+# Damage for robustness (realfake.robustness), combinable with the above, each image with its
+# family's probability (`jpeg:0.3`; without one, --robustness-probability).
+ROBUSTNESS_AUGMENTATIONS = ("jpeg", "blur", "downscale")
 
 MODELS_DIR = Path("models")
 MODEL_PATH = MODELS_DIR / "ai_real_image_classifier_resnet101.h5"

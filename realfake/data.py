@@ -6,11 +6,14 @@ from pathlib import Path
 
 import numpy as np
 
-from realfake.config import AUGMENTATIONS, CLASS_NAMES, SEED, SPLITS
+from realfake.config import AUGMENTATIONS, CLASS_NAMES, ROBUSTNESS_AUGMENTATIONS, SEED, SPLITS
 from realfake.errors import PipelineError
 from realfake.images import list_images, load_rgb
 from realfake.layout import class_folders
 from realfake.progress import progress
+from realfake.training_config import parse_augment
+
+CROP_PADDING = 4  # pixels, as CIFAR training pads (He et al. 2016)
 
 
 @dataclass
@@ -169,6 +172,24 @@ def augment_batch(images, transforms, seed):
     return images
 
 
+def pad_and_crop(images, seed, padding: int = CROP_PADDING):
+    """A batch (n, h, w, c) with each image shifted by whole pixels: padded with `padding` black
+    pixels on every side and cropped back to h x w at an offset drawn from the stateless `seed`
+    (two integers). No pixel is resampled, so the fine traces of a generator survive."""
+    import tensorflow as tf
+
+    count = tf.shape(images)[0]
+    height, width = images.shape[1], images.shape[2]
+    row_seed, column_seed = tf.unstack(
+        tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=2)
+    )
+    top = tf.random.stateless_uniform([count, 1], row_seed, 0, 2 * padding + 1, dtype=tf.int32)
+    left = tf.random.stateless_uniform([count, 1], column_seed, 0, 2 * padding + 1, dtype=tf.int32)
+    padded = tf.pad(images, [[0, 0], [padding, padding], [padding, padding], [0, 0]])
+    rows = tf.gather(padded, top + tf.range(height)[None], axis=1, batch_dims=1)
+    return tf.gather(rows, left + tf.range(width)[None], axis=2, batch_dims=1)
+
+
 def make_dataset(
     split: Split,
     batch_size: int,
@@ -184,18 +205,18 @@ def make_dataset(
     `epochs=(first, last)` the batches of epochs first..last-1 follow one another, each epoch in
     an order fixed by (seed, epoch), so a resumed run sees exactly the batches an uninterrupted
     one would have seen. Without it, one pass in file order. `augment` names the training-batch
-    transforms, comma-separated: at most one of `augmentation_layers`' modes, and `jpeg` and/or
-    `blur` (`realfake.robustness.augment_for_robustness`, each image with probability
-    `robustness_probability`); all drawn per (seed, epoch, batch) likewise. None: none.
+    transforms, comma-separated (`realfake.training_config.parse_augment`): at most one of
+    `augmentation_layers`' modes, `crop` (`pad_and_crop`), and `jpeg`, `blur` and `downscale`
+    (`realfake.robustness.augment_for_robustness`, each image with its family's probability,
+    `robustness_probability` where none is written); all drawn per (seed, epoch, batch)
+    likewise. None: none.
     """
     import tensorflow as tf
 
-    names = augment.split(",") if augment else []
-    layer_mode = next((name for name in names if name in AUGMENTATIONS), None)
-    jpeg = robustness_probability if "jpeg" in names else 0.0
-    blur = robustness_probability if "blur" in names else 0.0
+    plan = parse_augment(augment, robustness_probability)
+    jpeg, blur, downscale = (plan.probability(name) for name in ROBUSTNESS_AUGMENTATIONS)
     # Made here, not inside the pipeline's traced functions, which cannot create variables.
-    transforms = augmentation_layers(layer_mode) if layer_mode else []
+    transforms = augmentation_layers(plan.layer_mode) if plan.layer_mode else []
     tensors = [split.images, one_hot(split.labels)]
     if weights is not None:
         tensors.append(np.array([weights[int(label)] for label in split.labels], np.float32))
@@ -208,22 +229,31 @@ def make_dataset(
         order_seed = tf.constant(seed, tf.int64) * 1_000_003 + epoch
         ordered = examples.shuffle(len(split), seed=order_seed) if shuffle else examples
         batches = ordered.batch(batch_size)
-        if jpeg or blur:
+        if jpeg or blur or downscale:
             from realfake.robustness import augment_for_robustness
 
             def degrade(index, batch):  # on the uint8 pixels, as a messenger or a site would
                 images, *rest = batch
                 seed_pair = tf.stack([order_seed, -1 - index])  # apart from the flips' seeds
-                return (augment_for_robustness(images, seed_pair, jpeg, blur), *rest)
+                degraded = augment_for_robustness(
+                    images, seed_pair, jpeg, blur, downscale_probability=downscale
+                )
+                return (degraded, *rest)
 
             batches = batches.enumerate().map(degrade, num_parallel_calls=tf.data.AUTOTUNE)
         batches = batches.map(cast, num_parallel_calls=tf.data.AUTOTUNE)
-        if not transforms:
+        if not transforms and not plan.crop:
             return batches
 
         def apply(index, batch):
             images, *rest = batch
-            return (augment_batch(images, transforms, tf.stack([order_seed, index])), *rest)
+            seed_pair = tf.stack([order_seed, index])
+            if transforms:
+                images = augment_batch(images, transforms, seed_pair)
+            if plan.crop:
+                crop_seed = tf.random.experimental.stateless_fold_in(seed_pair, 5)
+                images = pad_and_crop(images, crop_seed)
+            return (images, *rest)
 
         return batches.enumerate().map(apply, num_parallel_calls=tf.data.AUTOTUNE)
 

@@ -47,6 +47,16 @@ FAMILIES: dict[str, Family] = {
 
 JPEG_QUALITY_RANGE = (30, 100)  # training augmentation, both ends included
 BLUR_SIGMA_RANGE = (0.0, 3.0)
+DOWNSCALE_SIDE_RANGE = (12, 32)  # both ends included; a side at the image's own size keeps it
+# (down, up, antialias): the resampling filters Pillow and TensorFlow use. Pillow's bilinear and
+# bicubic widen their kernel when they shrink (antialias); TensorFlow's area averages boxes.
+DOWNSCALE_FILTERS = (
+    ("nearest", "nearest", False),
+    ("bilinear", "bilinear", True),
+    ("bicubic", "bicubic", True),
+    ("area", "bilinear", False),
+    ("bilinear", "bilinear", False),
+)
 # The Gaussian kernel reaches three standard deviations; the tails beyond hold 0.3% of its weight.
 KERNEL_REACH = 3.0
 
@@ -353,6 +363,34 @@ def gaussian_blur(images, sigma, reach: int | None = None):
     return blurred[0] if single else blurred
 
 
+def downscale_and_back(images, sides, filters):
+    """uint8 images (n, h, w, c), image k shrunk to sides[k] x sides[k] and enlarged back to
+    h x w with the filter pair DOWNSCALE_FILTERS[filters[k]], rounded to uint8."""
+    import tensorflow as tf
+
+    height, width = images.shape[1], images.shape[2]
+
+    def resize_back(image, side, down, up, antialias):
+        small = tf.image.resize(image[None], tf.stack([side, side]), down, antialias=antialias)
+        return tf.image.resize(small, [height, width], up)[0]
+
+    def one(arguments):
+        image, side, choice = arguments
+        pixels = tf.cast(image, tf.float32)
+        branches = [
+            (lambda down=down, up=up, aa=aa: resize_back(pixels, side, down, up, aa))
+            for down, up, aa in DOWNSCALE_FILTERS
+        ]
+        return tf.switch_case(choice, branches)
+
+    resized = tf.map_fn(
+        one,
+        (images, sides, filters),
+        fn_output_signature=tf.TensorSpec([height, width, images.shape[3]], tf.float32),
+    )
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+
+
 def augment_for_robustness(
     images,
     seed,
@@ -360,14 +398,19 @@ def augment_for_robustness(
     blur_probability: float = 0.0,
     jpeg_quality_range: tuple[int, int] = JPEG_QUALITY_RANGE,
     blur_sigma_range: tuple[float, float] = BLUR_SIGMA_RANGE,
+    downscale_probability: float = 0.0,
+    downscale_side_range: tuple[int, int] = DOWNSCALE_SIDE_RANGE,
 ):
     """uint8 images (n, h, w, 3) or one (h, w, 3), each blurred with probability
-    `blur_probability` (sigma uniform in `blur_sigma_range`, default 0-3) and then re-encoded as
-    JPEG with probability `jpeg_probability` (quality uniform in `jpeg_quality_range`, both ends
-    included, default 30-100), the order CNNDetection uses.
+    `blur_probability` (sigma uniform in `blur_sigma_range`, default 0-3), then down-scaled and
+    enlarged back with probability `downscale_probability` (side uniform in
+    `downscale_side_range`, both ends included, default 12-32, filter uniform among
+    DOWNSCALE_FILTERS), then re-encoded as JPEG with probability `jpeg_probability` (quality
+    uniform in `jpeg_quality_range`, both ends included, default 30-100): blur and JPEG in the
+    order CNNDetection uses, a resize between them as a site would do before re-compressing.
 
     `seed` is a shape-[2] integer tensor; the same images and seed give the same output, and each
-    image draws its own decisions, sigma and quality from it.
+    image draws its own decisions, sigma, side, filter and quality from it.
     """
     import tensorflow as tf
 
@@ -392,6 +435,24 @@ def augment_for_robustness(
             reach=math.ceil(KERNEL_REACH * high),
         )
         images = tf.tensor_scatter_nd_update(images, where, blurred)
+    if downscale_probability > 0:
+        # Its own seeds, folded from the batch's: the blur's and JPEG's draws stay as they were.
+        side_seed, filter_seed, choice_seed = tf.unstack(
+            tf.random.experimental.stateless_split(
+                tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), 3), num=3
+            )
+        )
+        low, high = downscale_side_range
+        sides = tf.random.stateless_uniform([count], side_seed, low, high + 1, dtype=tf.int32)
+        filters = tf.random.stateless_uniform(
+            [count], filter_seed, 0, len(DOWNSCALE_FILTERS), dtype=tf.int32
+        )
+        chosen = tf.random.stateless_uniform([count], choice_seed) < downscale_probability
+        where = tf.where(chosen)
+        resized = downscale_and_back(
+            tf.gather_nd(images, where), tf.gather_nd(sides, where), tf.gather_nd(filters, where)
+        )
+        images = tf.tensor_scatter_nd_update(images, where, resized)
     if jpeg_probability > 0:
         low, high = jpeg_quality_range
         quality = tf.random.stateless_uniform([count], jpeg_seed, low, high + 1, dtype=tf.int32)

@@ -15,10 +15,12 @@ import tensorflow as tf
 
 from realfake import speed
 from realfake.callbacks import (
+    AveragedWeightsForValidation,
     BatchNormRecalibration,
     EpochCheckpoint,
     FakeClassLogs,
     ProgressLog,
+    RestoreTrained,
     ResumableEarlyStopping,
     StopTrainingOnValidationLoss,
 )
@@ -123,9 +125,18 @@ def compile_model(
     decay_power: float,
     decay_steps: int,
     warmup_steps: int = 0,
+    label_smoothing: float = 0.0,
+    weight_decay: float = 0.0,
+    ema_momentum: float = 0.0,
 ) -> None:
     """Adam with a polynomial learning-rate decay over `decay_steps` (after an optional linear
     warm-up, see `learning_rate_schedule`); binary cross-entropy.
+
+    `weight_decay` > 0 makes it AdamW: each step shrinks every kernel by learning rate x
+    weight_decay, apart from the gradient (Loshchilov & Hutter 2019); batch-norm scales and
+    offsets and biases are not decayed. `label_smoothing` moves the targets from 0 and 1 towards
+    each other by half its value. `ema_momentum` > 0 keeps an exponential moving average of
+    the weights with that momentum (`AveragedWeightsForValidation` validates and keeps it).
 
     The loss is the binary cross-entropy of P(Fake), computed as categorical cross-entropy, which
     equals it exactly for one-hot labels and a two-way softmax. Keras's BinaryCrossentropy is not
@@ -136,9 +147,19 @@ def compile_model(
     schedule = learning_rate_schedule(
         learning_rate, end_learning_rate, decay_power, decay_steps, warmup_steps
     )
+    # Keras's Adam takes decoupled weight decay itself (AdamW is Adam with it required), so the
+    # optimizer stays a stock Adam and keeps the fast path.
+    optimizer = keras.optimizers.Adam(
+        learning_rate=schedule,
+        weight_decay=weight_decay or None,
+        use_ema=ema_momentum > 0,
+        ema_momentum=ema_momentum or 0.99,
+    )
+    if weight_decay:
+        optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=schedule),
-        loss=keras.losses.CategoricalCrossentropy(),
+        optimizer=optimizer,
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
         metrics=training_metrics(),
     )
 
@@ -273,6 +294,9 @@ def prepare(config: TrainingConfig) -> TrainingRun:
             config.decay_power,
             decay_steps=total_steps,
             warmup_steps=round(config.warmup_fraction * total_steps),
+            label_smoothing=config.label_smoothing,
+            weight_decay=config.weight_decay,
+            ema_momentum=config.ema_momentum,
         )
     run = TrainingRun(
         config=config,
@@ -340,11 +364,14 @@ def fit(run: TrainingRun) -> None:
         batch_norm_images = make_dataset(
             train_split, config.batch_size, seed=config.seed + 1, epochs=(0, 1)
         ).map(lambda images, labels: images)
+        averaged = AveragedWeightsForValidation()  # does nothing without --ema-momentum
         callbacks = [
             FakeClassLogs(),
+            averaged,
             BatchNormRecalibration(batch_norm_images, min(config.bn_batches, steps_per_epoch)),
             run.stopper,
             run.early_stopping,
+            RestoreTrained(averaged),
             keras.callbacks.CSVLogger(str(run.log_path), append=True),
             EpochCheckpoint(checkpoint_saver(run), seconds=run.seconds),
         ]

@@ -481,7 +481,69 @@ def test_a_batch_mixing_sigmas_blurs_each_image_with_its_own():
     np.testing.assert_array_equal(mixed[0], images[0])
 
 
-def test_the_pipeline_augments_a_resumed_run_as_the_whole_run():
+def test_downscale_augmentation_is_seeded_keeps_the_size_and_removes_detail():
+    images = textured_images(12)
+    seed = np.array([7, 8])
+
+    def downscaled(seed, sides=(12, 16)):
+        return robustness.augment_for_robustness(
+            images, seed, downscale_probability=1.0, downscale_side_range=sides
+        ).numpy()
+
+    first = downscaled(seed)
+    assert first.shape == images.shape and first.dtype == np.uint8
+    np.testing.assert_array_equal(downscaled(seed), first)
+    assert not np.array_equal(downscaled(np.array([7, 9])), first)
+    # Sides of 12-16 px keep far less of the pixel-to-pixel detail than the 32 px original.
+    assert np.all(high_frequency_energy(first) < 0.6 * high_frequency_energy(images))
+    # A side at the image's own size changes nothing, whichever filter is drawn.
+    np.testing.assert_array_equal(downscaled(seed, sides=(32, 32)), images)
+    # Probability 0 leaves the images alone; the blur's and JPEG's draws are not moved by it.
+    np.testing.assert_array_equal(
+        robustness.augment_for_robustness(images, seed, 0.5, 0.5, downscale_probability=0.0),
+        robustness.augment_for_robustness(images, seed, 0.5, 0.5),
+    )
+
+
+def test_each_downscale_filter_resamples_in_its_own_way():
+    images = np.repeat(textured_images(1), len(robustness.DOWNSCALE_FILTERS), axis=0)
+    filters = np.arange(len(robustness.DOWNSCALE_FILTERS), dtype=np.int32)
+    sides = np.full(len(filters), 13, np.int32)
+    results = robustness.downscale_and_back(images, sides, filters).numpy()
+    assert len({result.tobytes() for result in results}) == len(filters)
+    # Nearest neighbour only copies pixels: every output pixel is one of the input's.
+    nearest = results[list(robustness.DOWNSCALE_FILTERS).index(("nearest", "nearest", False))]
+    assert {tuple(pixel) for pixel in nearest.reshape(-1, 3)} <= {
+        tuple(pixel) for pixel in images[0].reshape(-1, 3)
+    }
+
+
+def test_crop_shifts_each_image_by_whole_pixels():
+    import tensorflow as tf
+
+    from realfake.data import CROP_PADDING, pad_and_crop
+
+    images = textured_images(16).astype(np.float32)
+    seed = tf.constant([4, 2], tf.int64)
+    cropped = pad_and_crop(tf.constant(images), seed).numpy()
+    assert cropped.shape == images.shape
+    np.testing.assert_array_equal(pad_and_crop(tf.constant(images), seed), cropped)
+    shifts = set()
+    for image, result in zip(images, cropped, strict=True):
+        padded = np.pad(image, [(CROP_PADDING,) * 2, (CROP_PADDING,) * 2, (0, 0)])
+        found = [
+            (top, left)
+            for top in range(2 * CROP_PADDING + 1)
+            for left in range(2 * CROP_PADDING + 1)
+            if np.array_equal(padded[top : top + 32, left : left + 32], result)
+        ]
+        assert len(found) == 1  # exactly one whole-pixel offset, no resampled value
+        shifts.add(found[0])
+    assert len(shifts) > 4  # each image draws its own shift
+
+
+@pytest.mark.parametrize("augment", ["jpeg,blur", "flip,crop,jpeg,blur,downscale:0.5"])
+def test_the_pipeline_augments_a_resumed_run_as_the_whole_run(augment):
     from realfake.data import Split, make_dataset
 
     images = textured_images(20)
@@ -489,7 +551,12 @@ def test_the_pipeline_augments_a_resumed_run_as_the_whole_run():
 
     def batches(epochs):
         dataset = make_dataset(
-            split, 4, seed=42, augment="jpeg,blur", epochs=epochs, robustness_probability=0.5
+            split,
+            4,
+            seed=42,
+            augment=augment,
+            epochs=epochs,
+            robustness_probability=0.5,
         )
         return [(x.numpy(), y.numpy()) for x, y in dataset]
 
@@ -500,6 +567,8 @@ def test_the_pipeline_augments_a_resumed_run_as_the_whole_run():
     ):
         np.testing.assert_array_equal(whole_images, images_again)
         np.testing.assert_array_equal(whole_labels, labels_again)
+    if augment != "jpeg,blur":
+        return  # flips and crops change nearly every image; the shares below are the damage's
     originals = {image.tobytes() for image in images.astype(np.float32)}
     changed = [np.array([x.tobytes() not in originals for x in batch]) for batch, _ in whole]
     assert 0 < np.mean(np.concatenate(changed)) < 1
@@ -513,6 +582,12 @@ def test_the_pipeline_augments_a_resumed_run_as_the_whole_run():
         ("flip,jpeg,blur", True),
         ("jpeg", True),
         ("flip-shift,blur", True),
+        ("flip,crop,jpeg:0.3,blur:0.25,downscale:1", True),
+        ("crop,downscale", True),
+        ("crop:0.5", False),
+        ("blur:1.5", False),
+        ("downscale:often", False),
+        ("crop,crop", False),
         ("flip,flip-shift", False),
         ("jpeg,jpeg", False),
         ("sharpen", False),

@@ -265,15 +265,20 @@ def saved_weights(path: Path) -> list[np.ndarray]:
 
 
 RESUME_EPOCHS = 3
+# Every random training transform and the weight average, so that resume must restore them all.
+RESUME_FLAGS = [
+    "--augment", "flip,crop,jpeg:0.5,blur:0.5,downscale:0.5", "--ema-momentum", "0.9",
+    "--weight-decay", "0.01", "--label-smoothing", "0.1", "--dense-units", "8",
+]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def resume_reference(tmp_path_factory):
-    """One uninterrupted 3-epoch run with --augment flip: its data folder and output folder."""
+    """One uninterrupted 3-epoch run with RESUME_FLAGS: its data folder and output folder."""
     root = tmp_path_factory.mktemp("resume")
     data = split_tree(root / "data")
     out = root / "reference"
-    args = [*training_args(data, out, RESUME_EPOCHS), "--augment", "flip", "--dense-units", "8"]
+    args = [*training_args(data, out, RESUME_EPOCHS), *RESUME_FLAGS]
     reference = start_runner(root, args)
     _, err = reference.communicate(timeout=300)
     assert reference.returncode == 0, err[-2000:]
@@ -287,13 +292,13 @@ def resume_reference(tmp_path_factory):
 def test_resume_after_kill_matches_an_uninterrupted_run(resume_reference, tmp_path, interruption):
     """A run killed with SIGKILL and resumed writes the same training log, bit for bit, and
     saves the same weights as the run that was never interrupted: the model has GaussianNoise
-    and Dropout, the batches are augmented with flips, and the kill comes either after the first
+    and Dropout, the batches are flipped, cropped, blurred, down-scaled and re-encoded, the weights
+    are averaged (the average is validated and kept), and the kill comes either after the first
     epoch's checkpoint or in the middle of writing the second. Every kernel here is
     deterministic on CPU, so no tolerance is needed."""
     data, reference_dir = resume_reference
     resumed_dir = tmp_path / "resumed"
-    args = [*training_args(data, resumed_dir, RESUME_EPOCHS), "--augment", "flip"]
-    args += ["--dense-units", "8"]
+    args = [*training_args(data, resumed_dir, RESUME_EPOCHS), *RESUME_FLAGS]
     if interruption == "kill-9-after-first-checkpoint":
         interrupted = start_runner(tmp_path, args, sleep=30)
         kill_after_epoch(interrupted, resumed_dir / "markers", 0)
@@ -822,3 +827,86 @@ def test_the_training_package_takes_a_typed_config_and_never_sees_argparse():
             for alias in node.names
         } | {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
         assert "argparse" not in imported, name
+
+
+def small_classifier(seed: int = 3):
+    """A dense layer and a batch norm before a two-way softmax: kernels, biases and BN scales."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((4,))
+    x = keras.layers.Dense(6, name="hidden")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    outputs = keras.layers.Dense(2, activation="softmax", name="out")(x)
+    return keras.Model(inputs, outputs)
+
+
+def test_weight_decay_shrinks_kernels_only_and_keeps_the_fast_path():
+    import keras
+
+    from realfake import speed
+    from realfake.training import compile_model
+
+    model = small_classifier()
+    compile_model(model, 0.1, 0.1, 1.0, decay_steps=10, weight_decay=0.5)
+    assert type(model.optimizer) is keras.optimizers.Adam  # AdamW's update, stock Adam's class
+    assert speed.apply_fast_path(model, force=True)
+    before = {variable.path: variable.numpy() for variable in model.trainable_variables}
+    # Zero gradients: Adam moves nothing, so every change is the decoupled decay.
+    variables = model.trainable_variables
+    model.optimizer.apply([np.zeros(v.shape, "float32") for v in variables], variables)
+    speed.remove_fast_path(model)
+    for variable in model.trainable_variables:
+        want = before[variable.path] * (0.95 if variable.name == "kernel" else 1.0)
+        np.testing.assert_allclose(variable.numpy(), want, rtol=1e-6, err_msg=variable.path)
+
+
+def test_the_weight_average_is_validated_and_kept_while_training_goes_on_from_the_trained():
+    import keras
+
+    from realfake.callbacks import (
+        AveragedWeightsForValidation,
+        RestoreTrained,
+        StopTrainingOnValidationLoss,
+    )
+    from realfake.training import compile_model
+
+    model = small_classifier()
+    compile_model(model, 0.05, 0.05, 1.0, decay_steps=40, ema_momentum=0.8)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype("float32")
+    y = np.eye(2, dtype="float32")[(x[:, 0] > 0).astype(int)]
+    seen: dict[str, list] = {}
+
+    def weights(model):
+        return [variable.numpy() for variable in model.trainable_variables]
+
+    class Record(keras.callbacks.Callback):
+        """Keeps the trainable weights under `name` at validation's start or an epoch's end."""
+
+        def __init__(self, name: str, when: str):
+            super().__init__()
+            setattr(self, when, lambda *args, **kwargs: seen.__setitem__(name, weights(model)))
+
+    class Averages(keras.callbacks.Callback):
+        def on_test_begin(self, logs=None):
+            seen["average"] = [v.numpy() for v in model.optimizer._model_variables_moving_average]
+
+    averaged = AveragedWeightsForValidation()
+    stopper = StopTrainingOnValidationLoss(grace_epochs=100, verbose=False)
+    callbacks = [
+        Record("trained", "on_test_begin"), averaged, Record("validated", "on_test_begin"),
+        Averages(), Record("judged", "on_epoch_end"), stopper, RestoreTrained(averaged),
+        Record("continued", "on_epoch_end"),
+    ]  # fmt: skip
+    model.fit(x, y, batch_size=16, epochs=2, validation_data=(x, y), verbose=0, callbacks=callbacks)
+    assert any(
+        not np.array_equal(trained, average)
+        for trained, average in zip(seen["trained"], seen["average"], strict=True)
+    )
+    for name in ("validated", "judged"):  # validation and the stopping rule see the average
+        for value, average in zip(seen[name], seen["average"], strict=True):
+            np.testing.assert_array_equal(value, average)
+    for value, trained in zip(seen["continued"], seen["trained"], strict=True):
+        np.testing.assert_array_equal(value, trained)  # training goes on from its own weights
+    np.testing.assert_array_equal(stopper.best_weights[0], seen["average"][0])  # kept: the average
