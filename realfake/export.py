@@ -167,7 +167,13 @@ def write_saved_model(model, test_time_flip: bool, path: Path) -> dict:
         return {OUTPUTS[0]: probabilities[:, FAKE_INDEX], OUTPUTS[1]: probabilities}
 
     def decode(data):
-        image = tf.io.decode_image(data, channels=3, expand_animations=False)
+        # Pillow decodes JPEGs with libjpeg's accurate integer transform; TensorFlow's default
+        # is the fast one, which moves pixel values by a step or two.
+        image = tf.cond(
+            tf.io.is_jpeg(data),
+            lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
+            lambda: tf.io.decode_image(data, channels=3, expand_animations=False),
+        )
         image = tf.image.resize(image, (side, side), method="bilinear", antialias=True)
         # The project's decoder hands the model whole 0-255 values; so does this one.
         return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)

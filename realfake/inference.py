@@ -207,8 +207,13 @@ def load_classifier(model_path: Path, threshold: float | None = None) -> Classif
 def _load_model(model_path: Path, card: dict):
     """The Keras model of an .h5 file, or an OnnxModel for an .onnx file with its card."""
     if model_path.suffix.lower() != ".onnx":
-        import keras
-
+        try:
+            import keras
+        except ImportError:
+            raise ModelUnavailable(
+                f"the Keras model {model_path} needs TensorFlow: pip install '.[tensorflow]', "
+                "or serve its ONNX export (export_model.py --format onnx)"
+            ) from None
         return keras.models.load_model(model_path, compile=False)
     if card.get("format") != "onnx" or "flip_in_graph" not in card:
         raise ModelUnavailable(
