@@ -5,6 +5,10 @@ Evaluation, training's final scoring, the app, batch prediction and the robustne
 come here, so the Fake output index, the test-time flip, the image-size policy and the decision
 rule exist once. A forward pass is one compiled `tf.function` per model and flip setting, fed in
 batches, so a caller pays no per-call `model.predict` set-up.
+
+A model exported to ONNX (export_model.py) loads here too, with its card, and runs on
+onnxruntime: nothing on that path imports TensorFlow, so prediction and the app work in an
+environment without it (`pip install '.[onnx]'`).
 """
 
 import os
@@ -38,6 +42,28 @@ FAR_FROM_TRAINING_FACTOR = 2
 
 class ModelUnavailable(PipelineError):
     """No usable model: missing, unreadable, or at odds with its card."""
+
+
+class OnnxModel:
+    """An exported classifier run by onnxruntime: float32 pixels (n, side, side, 3) in, class
+    probabilities (n, 2) out, with the card's mirror average already inside its graph."""
+
+    def __init__(self, path: Path, flip_in_graph: bool):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3  # warnings about unused initialisers are not faults
+        self.session = onnxruntime.InferenceSession(
+            str(path), options, providers=["CPUExecutionProvider"]
+        )
+        (self.input,) = self.session.get_inputs()
+        self.output_names = [output.name for output in self.session.get_outputs()]
+        self.input_shape = tuple(self.input.shape)
+        self.flip_in_graph = flip_in_graph
+
+    def class_probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        """Class probabilities (n, 2) of one batch of float32 pixels."""
+        return self.session.run(self.output_names[:1], {self.input.name: pixels})[0]
 
 
 def label_for(probability_fake: float, threshold: float) -> str:
@@ -98,6 +124,12 @@ class Classifier:
     test_time_flip: bool
     uncertain_band: tuple[float, float] | None
 
+    @property
+    def is_keras(self) -> bool:
+        """Whether the model is the Keras model itself (which has gradients, so heatmaps), not
+        an export run by another runtime."""
+        return not isinstance(self.model, OnnxModel)
+
     def class_probabilities(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """(n, 2) class probabilities in CLASS_NAMES order under this card (see `forward`)."""
         return class_probabilities(self.model, images, self.test_time_flip, batch_size)
@@ -121,13 +153,12 @@ def load_classifier(model_path: Path, threshold: float | None = None) -> Classif
 
     The model's input size is the truth; a card that says otherwise, lists other classes, or
     records another model file is refused. Without a card: threshold 0.5, the image alone.
-    `threshold` overrides the card's.
+    `threshold` overrides the card's. An `.onnx` model (export_model.py) needs its card, which
+    says whether the mirror average is inside its graph; it runs without TensorFlow.
     """
-    import keras
-
     model_path = Path(model_path)
     if model_path.is_dir():
-        raise ModelUnavailable(f"{model_path} is a folder, not a model file (.h5)")
+        raise ModelUnavailable(f"{model_path} is a folder, not a model file (.h5 or .onnx)")
     if not model_path.is_file():
         raise ModelUnavailable(f"no model at {model_path} yet: train one with `{TRAIN_COMMAND}`")
     try:
@@ -135,8 +166,10 @@ def load_classifier(model_path: Path, threshold: float | None = None) -> Classif
     except CardError as error:
         raise ModelUnavailable(str(error)) from None
     try:
-        model = keras.models.load_model(model_path, compile=False)
-    except Exception as error:  # h5py and Keras raise many types for a broken file
+        model = _load_model(model_path, card)
+    except ModelUnavailable:
+        raise
+    except Exception as error:  # h5py, Keras and onnxruntime raise many types for a broken file
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ModelUnavailable(
             f"the model at {model_path} cannot be loaded: {first_line}"
@@ -150,7 +183,7 @@ def load_classifier(model_path: Path, threshold: float | None = None) -> Classif
             f"the model card {card_path(model_path)} says image size {card['image_size']} but the "
             f"model {model_path} takes {image_size}"
         )
-    if int(model.output_shape[-1]) != len(CLASS_NAMES):
+    if not isinstance(model, OnnxModel) and int(model.output_shape[-1]) != len(CLASS_NAMES):
         raise ModelUnavailable(
             f"the model at {model_path} does not have {len(CLASS_NAMES)} outputs"
         )
@@ -169,6 +202,37 @@ def load_classifier(model_path: Path, threshold: float | None = None) -> Classif
         test_time_flip=uses_test_time_flip(card),
         uncertain_band=band,
     )
+
+
+def _load_model(model_path: Path, card: dict):
+    """The Keras model of an .h5 file, or an OnnxModel for an .onnx file with its card."""
+    if model_path.suffix.lower() != ".onnx":
+        try:
+            import keras
+        except ImportError:
+            raise ModelUnavailable(
+                f"the Keras model {model_path} needs TensorFlow: pip install '.[tensorflow]', "
+                "or serve its ONNX export (export_model.py --format onnx)"
+            ) from None
+        return keras.models.load_model(model_path, compile=False)
+    if card.get("format") != "onnx" or "flip_in_graph" not in card:
+        raise ModelUnavailable(
+            f"the ONNX model {model_path} needs the card export_model.py writes beside it "
+            f"({card_path(model_path)}, format onnx), which says what its graph holds"
+        )
+    if card["flip_in_graph"] != uses_test_time_flip(card):
+        raise ModelUnavailable(
+            f"the model card {card_path(model_path)} asks for test_time_flip "
+            f"{uses_test_time_flip(card)} but the graph of {model_path} has flip_in_graph "
+            f"{card['flip_in_graph']}"
+        )
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise ModelUnavailable(
+            f"the ONNX model {model_path} needs onnxruntime: pip install '.[onnx]'"
+        ) from None
+    return OnnxModel(model_path, card["flip_in_graph"])
 
 
 def save_classifier(model, card: dict, model_path: Path) -> Path:
@@ -236,9 +300,17 @@ def class_probabilities(
 ) -> np.ndarray:
     """(n, 2) class probabilities (float64) of a batch of raw RGB pixels, `batch_size` at a time."""
     images = np.asarray(images)
-    function = forward(model, test_time_flip)
+    if isinstance(model, OnnxModel):
+        if test_time_flip != model.flip_in_graph:
+            raise PipelineError(
+                f"this ONNX model's graph has flip_in_graph {model.flip_in_graph}: it cannot "
+                f"answer with test_time_flip {test_time_flip}"
+            )
+        function = model.class_probabilities
+    else:
+        function = forward(model, test_time_flip)
     outputs = [
-        function(np.asarray(images[start : start + batch_size], dtype=np.float32)).numpy()
+        np.asarray(function(np.asarray(images[start : start + batch_size], dtype=np.float32)))
         for start in range(0, len(images), batch_size)
     ]
     if not outputs:

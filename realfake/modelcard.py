@@ -17,10 +17,20 @@ Keys written by training (readers tolerate missing optional ones, and ignore key
                       file has another size or hash (a card left from an earlier run)
     training_seconds, images_per_second, epochs_run, created, tensorflow_version, keras_version
 
+Keys an export adds (export_model.py; the identity keys then describe the exported file, or the
+SavedModel folder: its files' total size and a SHA-256 over their names and hashes):
+    format            "savedmodel", "onnx" or "tflite"
+    flip_in_graph     true: the mirror average of test_time_flip is inside the exported graph,
+                      so a reader must not average again
+    quantization      "none", "dynamic-range" or "float16"
+    source_model      {"model_file", "model_bytes", "model_sha256"} of the .h5 it came from
+    signatures        the SavedModel's signatures: their inputs and outputs, names and dtypes
+
 Every reader goes through `load_card`, which validates the types and ranges of the keys readers
 use, so a damaged card is refused with one line instead of failing somewhere downstream.
 """
 
+import hashlib
 import json
 import math
 import re
@@ -32,6 +42,9 @@ from realfake.errors import PipelineError
 from realfake.fileops import atomic_write_text, file_digest
 
 IDENTITY_KEYS = ("model_file", "model_bytes", "model_sha256")
+# The formats a model is exported to, and the quantizations of a TFLite export.
+EXPORT_FORMATS = ("savedmodel", "onnx", "tflite")
+QUANTIZATIONS = ("none", "dynamic-range", "float16")
 
 
 class CardError(PipelineError):
@@ -43,14 +56,24 @@ def card_path(model_path: Path) -> Path:
     return Path(model_path).with_suffix(".json")
 
 
+def size_and_digest(path: Path) -> tuple[int, str]:
+    """A model's size in bytes and SHA-256; for a folder (a SavedModel), its files' total size
+    and the SHA-256 of their relative names and hashes, in name order."""
+    path = Path(path)
+    if not path.is_dir():
+        return path.stat().st_size, file_digest(path)
+    files = sorted(item for item in path.rglob("*") if item.is_file())
+    digest = hashlib.sha256()
+    for item in files:
+        digest.update(f"{item.relative_to(path).as_posix()}\0{file_digest(item)}\n".encode())
+    return sum(item.stat().st_size for item in files), digest.hexdigest()
+
+
 def model_identity(model_file: Path, name: str | None = None) -> dict:
-    """What identifies a saved model: its file name, size in bytes and SHA-256."""
+    """What identifies a saved model: its file (or folder) name, size in bytes and SHA-256."""
     model_file = Path(model_file)
-    return {
-        "model_file": name or model_file.name,
-        "model_bytes": model_file.stat().st_size,
-        "model_sha256": file_digest(model_file),
-    }
+    size, digest = size_and_digest(model_file)
+    return {"model_file": name or model_file.name, "model_bytes": size, "model_sha256": digest}
 
 
 def save_card(model_path: Path, card: dict, identity: dict | None = None) -> Path:
@@ -61,7 +84,7 @@ def save_card(model_path: Path, card: dict, identity: dict | None = None) -> Pat
     """
     model_path = Path(model_path)
     if identity is None:
-        identity = model_identity(model_path) if model_path.is_file() else {}
+        identity = model_identity(model_path) if model_path.exists() else {}
     card = {**{k: v for k, v in card.items() if k not in IDENTITY_KEYS}, **identity}
     path = card_path(model_path)
     validate_card(card, path)
@@ -96,7 +119,7 @@ def load_card(model_path: Path, *, check_model: bool = True) -> dict | None:
             f"the model card {path} is not valid JSON ({error}); it may be truncated"
         ) from None
     validate_card(card, path)
-    if check_model and model_path.is_file():
+    if check_model and model_path.exists():
         check_card_matches(card, model_path, path)
     return card
 
@@ -105,10 +128,8 @@ def check_card_matches(card: dict, model_path: Path, path: Path) -> None:
     """Raise CardError when the card records a model file other than the one at `model_path`."""
     if "model_sha256" not in card:
         return  # cards written before identities were recorded cannot be checked
-    size = model_path.stat().st_size
-    if card.get("model_bytes") not in (None, size) or card["model_sha256"] != file_digest(
-        model_path
-    ):
+    size, digest = size_and_digest(model_path)
+    if card.get("model_bytes") not in (None, size) or card["model_sha256"] != digest:
         raise CardError(
             f"the model card {path} does not belong to the model {model_path}: it describes a "
             f"model file of {card.get('model_bytes', '?'):,} bytes with SHA-256 "
@@ -188,6 +209,18 @@ SCHEMA: dict[str, tuple[Callable[[object], bool], str]] = {
         "a list of strings",
     ),
     "robustness_data": (lambda v: isinstance(v, str), "a string"),
+    "format": (lambda v: v in EXPORT_FORMATS, f"one of {', '.join(EXPORT_FORMATS)}"),
+    "flip_in_graph": (lambda v: isinstance(v, bool), "true or false"),
+    "quantization": (lambda v: v in QUANTIZATIONS, f"one of {', '.join(QUANTIZATIONS)}"),
+    "source_model": (
+        lambda v: (
+            isinstance(v, dict)
+            and all(isinstance(v.get(key), str) for key in ("model_file", "model_sha256"))
+            and _is_int(v.get("model_bytes"))
+        ),
+        "an object with model_file, model_bytes and model_sha256",
+    ),
+    "signatures": (lambda v: isinstance(v, dict), "an object"),
 }
 
 

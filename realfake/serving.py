@@ -175,10 +175,6 @@ class Predictor:
     """A loaded model with its card, answering batches of decoded images."""
 
     def __init__(self, model_path: Path, smoothgrad_samples: int = 16):
-        import tensorflow as tf
-
-        from realfake.model import BASE_NAME
-
         self.classifier = load_classifier(model_path)
         self.model_path = self.classifier.path
         self.model = model = self.classifier.model
@@ -187,6 +183,16 @@ class Predictor:
         self.threshold = self.classifier.threshold
         self.test_time_flip = self.classifier.test_time_flip
         self.smoothgrad_samples = smoothgrad_samples
+        # Heatmaps need gradients, which only the Keras model gives; an export answers alone.
+        self.no_heatmap = None if self.classifier.is_keras else no_heatmap_reason(self.card)
+        if self.no_heatmap is not None:
+            self.heatmap_method = None
+            self.predict_arrays(np.zeros((1, side, side, 3), np.uint8))
+            return
+
+        import tensorflow as tf
+
+        from realfake.model import BASE_NAME
 
         self._front, self._base, self._head = _split_at_base(model)
         self.feature_side = self._feature_side()
@@ -214,6 +220,8 @@ class Predictor:
 
     def heatmap(self, image: np.ndarray) -> Heatmap:
         """A map of which input regions drove the verdict for one uint8 image."""
+        if self.no_heatmap is not None:
+            raise PipelineError(self.no_heatmap)
         pixels = image.astype(np.float32)[None]
         if self.feature_side >= GRAD_CAM_MIN_SIDE:
             values = self._grad_cam(pixels).numpy()[0]
@@ -272,6 +280,15 @@ class Predictor:
         if self.test_time_flip:
             cams[1] = mirror(cams[1])  # the mirror's map, back onto the image
         return tf.add_n(cams) / len(cams)
+
+
+def no_heatmap_reason(card: dict) -> str:
+    """One line on why a model exported to another runtime shows no heatmap."""
+    source = (card.get("source_model") or {}).get("model_file", "the Keras model (.h5)")
+    return (
+        f"No heatmap: this model runs as {card.get('format', 'an export')}, without the "
+        f"gradients a heatmap is drawn from; serve {source} to see one."
+    )
 
 
 def _split_at_base(model):

@@ -10,6 +10,7 @@ provenance and inference run in at most MAX_CONCURRENT_WORK requests at a time; 
 to WORK_WAIT_SECONDS, then get 503 with Retry-After.
 """
 
+import importlib.util
 import io
 import math
 import threading
@@ -395,17 +396,21 @@ def upload_page():
                     results.append({"filename": name, "error": str(item), "kind": item.kind})
                     continue
                 upload, prediction = next(good_results)
-                heatmap = predictor.heatmap(upload.model_view)
                 provenance = _provenance(data)
                 answer = _answer(name, upload, prediction, predictor, provenance)
                 answer.update(
                     shown_verdict=VERDICTS[answer["verdict"]],
                     provenance_panel=provenance_panel(provenance),
                     image_uri=png_data_uri(framed(upload.display)),
-                    heatmap_uri=png_data_uri(overlay(upload.display, heatmap.values)),
-                    heatmap_method=heatmap.method,
+                    no_heatmap=predictor.no_heatmap,
                     uncertain_band=predictor.classifier.uncertain_band,
                 )
+                if predictor.no_heatmap is None:
+                    heatmap = predictor.heatmap(upload.model_view)
+                    answer.update(
+                        heatmap_uri=png_data_uri(overlay(upload.display, heatmap.values)),
+                        heatmap_method=heatmap.method,
+                    )
                 results.append(answer)
     except RequestError as error:
         return _error_response(error, page=True)
@@ -433,7 +438,10 @@ def api_predict():
             answers = []
             for (name, data), upload, prediction in zip(uploads, decoded, predictions, strict=True):
                 answer = _answer(name, upload, prediction, predictor, _provenance(data))
-                if want_heatmap:
+                if want_heatmap and predictor.no_heatmap is not None:
+                    answer["heatmap"] = None
+                    answer["heatmap_method"] = predictor.no_heatmap
+                elif want_heatmap:
                     heatmap = predictor.heatmap(upload.model_view)
                     answer["heatmap"] = png_data_uri(overlay(upload.display, heatmap.values))
                     answer["heatmap_method"] = heatmap.method
@@ -445,10 +453,17 @@ def api_predict():
     return jsonify({"predictions": answers})
 
 
+def _can_generate_examples() -> bool:
+    """The generated examples are drawn from scikit-learn's sample photographs, which an install
+    for exported models only (`.[onnx]`) does not have."""
+    return importlib.util.find_spec("sklearn") is not None
+
+
 def _example_list() -> list[dict]:
     generated = [
         {"name": name, "title": title, "from_folder": False}
         for name, title, _, _ in EXAMPLE_RECIPES
+        if _can_generate_examples()
     ]
     from_folder = [
         {"name": example.name, "title": example.title, "from_folder": True}
@@ -473,7 +488,7 @@ def _example(name: str):
             image_size = _holder().get().image_size
         except ModelUnavailable:
             image_size = 32
-        examples["generated"] = make_examples(image_size)
+        examples["generated"] = make_examples(image_size) if _can_generate_examples() else {}
     found = examples["generated"].get(name) or _folder_examples().get(name)
     if found is None:
         abort(404)

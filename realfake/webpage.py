@@ -69,6 +69,8 @@ def card_summary(predictor: Predictor) -> dict:
         "preprocessing": card.get("preprocessing"),
         "created": card.get("created"),
         "has_card": bool(card),
+        "format": card.get("format"),
+        "exported_from": card.get("source_model"),
     }
 
 
