@@ -65,6 +65,7 @@ RECIPES = {
     "damage-0.3-crop-smooth": [*ROBUST_CROP, "--label-smoothing", "0.1"],
     "damage-0.3-crop-adamw": [*ROBUST_CROP, "--weight-decay", "0.05"],
     "damage-0.3-crop-lr4e-3": [*ROBUST_CROP, "--learning-rate", "4e-3"],
+    "damage-0.3-crop-average": [*ROBUST_CROP, "--ema-momentum", "0.99"],
 }
 DEFAULT_RECIPES = [name for name in RECIPES if name.startswith(("cifake-v1", "damage"))]
 # The battery rows the table shows (all rows are in each run's eval/metrics.json).
