@@ -93,6 +93,24 @@ _BINDING_MISMATCH = frozenset(
 )
 # Failures that concern trust, not whether the signature itself is intact.
 _TRUST_FAILURES = frozenset({"signingCredential.untrusted", "timeStamp.untrusted"})
+# Every status names the manifest it concerns, and the claim signature or the assertion in it.
+_STATUS_URL = re.compile(
+    r"self#jumbf=/?c2pa/([^/]+)(?:/(c2pa\.signature|c2pa\.assertions/([^/]+)))?"
+)
+_SIGNATURE_PLACE = "c2pa.signature"
+_SIGNATURE_CODE_PREFIXES = ("claimSignature.", "signingCredential.", "timeStamp.")
+# Assertions a failure can concern, in words; any other is named by its label.
+_ASSERTION_NAMES = {
+    "cawg.identity": "identity assertion",
+    "c2pa.actions": "actions assertion",
+    "c2pa.ingredient": "ingredient assertion",
+    "c2pa.thumbnail": "thumbnail",
+    "c2pa.metadata": "metadata assertion",
+    "cawg.training-mining": "training and mining assertion",
+}
+# Lines kept from a manifest's validation, and codes named in each, however many it reports.
+MAX_VALIDATION_LINES = 10
+MAX_CODES_PER_LINE = 10
 
 _XMP_NAMESPACES = {
     "iptc_extension": "http://iptc.org/std/Iptc4xmpExt/2008-02-29/",
@@ -129,10 +147,14 @@ class Provenance:
     """What an image's own metadata says about where it came from, and how far to believe it.
 
     `source` names the strongest evidence found ("c2pa", "xmp", "generator metadata", or None);
-    `signature`, `signer`, `signed_at` and `matches_image` are set only for content credentials;
-    `claims` are plain-language lines for every piece of evidence; `details` hold long texts
-    such as the prompt, for an expandable view only; `error` is one line when some metadata was
-    present but could not be read.
+    `signature`, `signer`, `signed_at` and `matches_image` are set only for content credentials,
+    `signature` for the active manifest's own signature; `failures` say what makes the
+    credentials fail validation and where (the signature, the binding to the pixels, an
+    assertion, an earlier version in the file's history), `notes` what was not confirmed without
+    making them fail (an identity credential on no trust list, an earlier version whose failure
+    the signer recorded); `claims` are plain-language lines for every piece of evidence;
+    `details` hold long texts such as the prompt, for an expandable view only; `error` is one
+    line when some metadata was present but could not be read.
     """
 
     source: str | None = None
@@ -143,20 +165,35 @@ class Provenance:
     signed_at: str | None = None
     signature: str | None = None
     matches_image: bool | None = None
+    failures: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
     claims: tuple[str, ...] = ()
     details: tuple[tuple[str, str], ...] = ()
     error: str | None = None
 
     @property
     def declares_ai_with_valid_credentials(self) -> bool:
-        """True when an intact signature, still matching the pixels, declares generative AI."""
+        """True when credentials that pass validation as a whole (an intact signature, still
+        matching the pixels, no failure in any assertion or earlier version) declare generative
+        AI."""
         return (
             self.source == SOURCE_C2PA
+            and not self.failures
             and self.signature is not None
             and self.signature.startswith("valid")
             and self.matches_image is True
             and self.digital_source_type in AI_SOURCE_TYPES
         )
+
+    @property
+    def credentials(self) -> str | None:
+        """The verdict on the content credentials in one line: "invalid: " and what fails where,
+        or the signature's state and what was not confirmed; None without credentials."""
+        if self.source != SOURCE_C2PA:
+            return None
+        if self.failures:
+            return "invalid: " + "; ".join(self.failures)
+        return "; ".join((self.signature or "signature state unknown", *self.notes))
 
     @property
     def summary(self) -> str:
@@ -192,7 +229,13 @@ class Provenance:
             SIGNATURE_NOT_ON_TRUST_LIST: "signer not on your trust list",
         }.get(self.signature or "", "signature state unknown")
         what = _origin_phrase(self.declared_origin, self.generator)
-        return f"Signed content credentials declare {what} ({trust})."
+        if self.failures:
+            return (
+                f"Signed content credentials declare {what} ({trust}), but they fail "
+                f"validation: {'; '.join(self.failures)}."
+            )
+        also = f"; also, {'; '.join(self.notes)}" if self.notes else ""
+        return f"Signed content credentials declare {what} ({trust}){also}."
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready form, with the derived `summary` and AI declaration included."""
@@ -205,6 +248,9 @@ class Provenance:
             "signed_at": self.signed_at,
             "signature": self.signature,
             "matches_image": self.matches_image,
+            "credentials": self.credentials,
+            "failures": list(self.failures),
+            "notes": list(self.notes),
             "declares_ai_with_valid_credentials": self.declares_ai_with_valid_credentials,
             "summary": self.summary,
             "claims": list(self.claims),
@@ -213,8 +259,9 @@ class Provenance:
         }
 
     def csv_fields(self) -> dict[str, str]:
-        """The columns of CSV_COLUMNS for batch prediction, empty where nothing is known."""
-        values = (self.source, self.declared_origin, self.generator, self.signature)
+        """The columns of CSV_COLUMNS for batch prediction, empty where nothing is known; the
+        `signature` column holds the whole verdict on the credentials, failures included."""
+        values = (self.source, self.declared_origin, self.generator, self.credentials)
         return {column: value or "" for column, value in zip(CSV_COLUMNS, values, strict=True)}
 
 
@@ -242,6 +289,8 @@ class _Evidence:
     matches_image: bool | None = None
 
     def __post_init__(self) -> None:
+        self.failures: list[str] = []
+        self.notes: list[str] = []
         self.claims: list[str] = []
         self.details: list[tuple[str, str]] = []
 
@@ -290,6 +339,8 @@ def _combine(found: list[_Evidence], error: str | None) -> Provenance:
         signed_at=strongest.signed_at,
         signature=strongest.signature,
         matches_image=strongest.matches_image,
+        failures=tuple(strongest.failures),
+        notes=tuple(strongest.notes),
         claims=claims,
         details=details,
         error=error,
@@ -357,29 +408,48 @@ def _read_c2pa(data: bytes, trust_anchors: str | None) -> list[_Evidence]:
     return [_credentials_evidence(manifest, results, trusted_anchors=trust_anchors is not None)]
 
 
-def _validation_codes(results: Any) -> tuple[set[str], set[str]]:
-    """Success and failure codes of the active manifest's validation."""
+@dataclass(frozen=True)
+class _Status:
+    """One validation status: its code, and the claim signature or assertion it concerns
+    (`place` is "c2pa.signature", an assertion's label, or None for the manifest itself)."""
+
+    code: str
+    place: str | None
+
+
+def _statuses(entries: Any) -> list[_Status]:
+    """The statuses of one list (success, informational or failure) of the library's results."""
+    found = []
+    for entry in entries[:1000] if isinstance(entries, list) else ():
+        if not (isinstance(entry, dict) and isinstance(entry.get("code"), str)):
+            continue
+        url = entry.get("url")
+        match = _STATUS_URL.match(url) if isinstance(url, str) else None
+        place = (match.group(3) or match.group(2)) if match else None
+        found.append(_Status(entry["code"], place))
+    return found
+
+
+def _outcome(results: Any, kind: str) -> list[_Status]:
+    """Statuses of one kind for the active manifest of a results map."""
     active = results.get("activeManifest") if isinstance(results, dict) else None
-    if not isinstance(active, dict):
-        return set(), set()
+    return _statuses(active.get(kind)) if isinstance(active, dict) else []
 
-    def codes(kind: str) -> set[str]:
-        entries = active.get(kind)
-        if not isinstance(entries, list):
-            return set()
-        return {
-            entry["code"]
-            for entry in entries
-            if isinstance(entry, dict) and isinstance(entry.get("code"), str)
-        }
 
-    return codes("success"), codes("failure")
+def _concerns_signature(status: _Status) -> bool:
+    if status.place is None:
+        return status.code.startswith(_SIGNATURE_CODE_PREFIXES)
+    return status.place == _SIGNATURE_PLACE
+
+
+def _untrusted(code: str) -> bool:
+    """A credential that is not on a trust list: a question of trust, not of integrity."""
+    return code in _TRUST_FAILURES or code.endswith(".untrusted")
 
 
 def _signature_state(successes: set[str], failures: set[str], trusted_anchors: bool) -> str:
-    """One of the SIGNATURE_* states from the library's validation codes."""
-    broken = failures - _BINDING_MISMATCH - _TRUST_FAILURES
-    if broken or "claimSignature.validated" not in successes:
+    """One of the SIGNATURE_* states from the codes that concern the claim signature."""
+    if failures - _TRUST_FAILURES or "claimSignature.validated" not in successes:
         return SIGNATURE_INVALID
     if not trusted_anchors:
         return SIGNATURE_NOT_CHECKED
@@ -388,15 +458,121 @@ def _signature_state(successes: set[str], failures: set[str], trusted_anchors: b
     return SIGNATURE_NOT_ON_TRUST_LIST
 
 
+def _codes(statuses: list[_Status]) -> str:
+    """'a, b' for the distinct codes of some statuses, in order, capped."""
+    codes = list(dict.fromkeys(status.code for status in statuses))
+    return ", ".join(codes[:MAX_CODES_PER_LINE])
+
+
+def _assertion_name(label: str | None) -> str:
+    """'identity assertion (cawg.identity)' for an assertion label, 'the manifest' for None."""
+    if label is None:
+        return "the manifest"
+    label = _short(label) or "unnamed"
+    base = re.sub(r"(\.v\d+)?(__\d+)?$", "", label)
+    for prefix, name in _ASSERTION_NAMES.items():
+        if base == prefix or base.startswith(prefix + "."):
+            return f"{name} ({label})"
+    return f"assertion {label}"
+
+
+def _active_manifest_lines(evidence: _Evidence, results: Any, trusted_anchors: bool) -> None:
+    """Signature state, binding to the pixels, and what fails where in the active manifest."""
+    successes = _outcome(results, "success")
+    failures = _outcome(results, "failure")
+    success_codes = {status.code for status in successes}
+    signature = [status for status in failures if _concerns_signature(status)]
+    binding = [status for status in failures if status.code in _BINDING_MISMATCH]
+    others = [status for status in failures if status not in signature and status not in binding]
+
+    signature_codes = {status.code for status in signature}
+    evidence.signature = _signature_state(success_codes, signature_codes, trusted_anchors)
+    if evidence.signature == SIGNATURE_INVALID:
+        broken = [status for status in signature if not _untrusted(status.code)]
+        evidence.failures.append(
+            f"the manifest's signature does not verify ({_codes(broken)})"
+            if broken
+            else "the manifest's signature was not validated"
+        )
+    if binding:
+        evidence.matches_image = False
+        evidence.failures.append(f"the image was changed after signing ({_codes(binding)})")
+    elif success_codes & _BINDING_MATCH:
+        evidence.matches_image = True
+
+    trust_words = (
+        "not on your trust list" if trusted_anchors else "not checked against a trust list"
+    )
+    places = dict.fromkeys(status.place for status in others)
+    for place in places:
+        here = [status for status in others if status.place == place]
+        untrusted = [status for status in here if _untrusted(status.code)]
+        broken = [status for status in here if not _untrusted(status.code)]
+        name = _assertion_name(place)
+        if broken:
+            evidence.failures.append(f"{name} fails validation ({_codes(broken)})")
+        if untrusted:
+            evidence.notes.append(f"{name}: credential {trust_words} ({_codes(untrusted)})")
+
+
+def _history_lines(evidence: _Evidence, manifest: dict, results: Any) -> None:
+    """Failures in the file's history: earlier versions (ingredients) whose credentials fail
+    validation now, and those whose failure the signer recorded when adding them."""
+    ingredients = manifest.get("ingredients")
+    ingredients = (
+        [item for item in ingredients if isinstance(item, dict)]
+        if isinstance(ingredients, list)
+        else []
+    )
+    titles = {
+        item.get("label"): _short(item.get("title")) or "untitled"
+        for item in ingredients
+        if isinstance(item.get("label"), str)
+    }
+    failing_now = set()
+    deltas = results.get("ingredientDeltas") if isinstance(results, dict) else None
+    for delta in deltas[:1000] if isinstance(deltas, list) else ():
+        if not isinstance(delta, dict):
+            continue
+        statuses = delta.get("validationDeltas")
+        failed = _statuses(statuses.get("failure")) if isinstance(statuses, dict) else []
+        broken = [status for status in failed if not _untrusted(status.code)]
+        if not broken:
+            continue
+        match = _STATUS_URL.match(str(delta.get("ingredientAssertionURI")))
+        label = match.group(3) if match else None
+        failing_now.add(label)
+        title = titles.get(label, "untitled")
+        evidence.failures.append(
+            f"an earlier version in this file's history ({title}) has invalid credentials "
+            f"({_codes(broken)})"
+        )
+    for item in ingredients:
+        if item.get("label") in failing_now:
+            continue
+        recorded = item.get("validation_results")
+        failed = _outcome(recorded, "failure") + _statuses(item.get("validation_status"))
+        nested = recorded.get("ingredientDeltas") if isinstance(recorded, dict) else None
+        for delta in nested[:1000] if isinstance(nested, list) else ():
+            statuses = delta.get("validationDeltas") if isinstance(delta, dict) else None
+            if isinstance(statuses, dict):
+                failed += _statuses(statuses.get("failure"))
+        broken = [status for status in failed if not _untrusted(status.code)]
+        if broken:
+            title = _short(item.get("title")) or "untitled"
+            evidence.notes.append(
+                f"an earlier version in this file's history ({title}) failed validation when "
+                f"it was added, as the signer recorded ({_codes(broken)})"
+            )
+
+
 def _credentials_evidence(manifest: dict, results: Any, trusted_anchors: bool) -> _Evidence:
     """Turn the active manifest and its validation into evidence and plain-language claims."""
-    successes, failures = _validation_codes(results)
     evidence = _Evidence(source=SOURCE_C2PA)
-    evidence.signature = _signature_state(successes, failures, trusted_anchors)
-    if failures & _BINDING_MISMATCH:
-        evidence.matches_image = False
-    elif successes & _BINDING_MATCH:
-        evidence.matches_image = True
+    _active_manifest_lines(evidence, results, trusted_anchors)
+    _history_lines(evidence, manifest, results)
+    del evidence.failures[MAX_VALIDATION_LINES:]
+    del evidence.notes[MAX_VALIDATION_LINES:]
 
     claim_generator = _claim_generator(manifest)
     signature_info = manifest.get("signature_info")
@@ -421,9 +597,8 @@ def _credentials_evidence(manifest: dict, results: Any, trusted_anchors: bool) -
     signed = f"Signed by {evidence.signer or 'an unnamed signer'}"
     claims.append(signed + (f" at {evidence.signed_at}." if evidence.signed_at else "."))
     claims.append(f"Signature: {evidence.signature}.")
-    failed = sorted(failures - _TRUST_FAILURES)
-    if failed:
-        claims.append(f"Validation failed: {', '.join(failed[:10])}.")
+    claims.extend(f"Fails validation: {failure}." for failure in evidence.failures)
+    claims.extend(f"Not confirmed: {note}." for note in evidence.notes)
     if evidence.matches_image is False:
         claims.append("The manifest no longer matches the image: it was changed after signing.")
     elif evidence.matches_image:

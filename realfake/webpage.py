@@ -256,7 +256,8 @@ def folder_examples(folder: Path | str | None, per_class: int = 2) -> dict[str, 
     return examples
 
 
-# The headline a file earns when intact, signed credentials that still match its pixels declare
+# The headline a file earns when signed credentials that pass validation as a whole (intact
+# signature, still matching its pixels, no failure in an assertion or an earlier version) declare
 # generative AI: a declaration by whoever made it outweighs the classifier's guess.
 DECLARED_AI_HEADLINE = "AI-generated (declared in its content credentials)"
 # What the panel calls each kind of evidence `Provenance.source` names.
@@ -283,7 +284,8 @@ class ProvenancePanel:
 
 def provenance_panel(provenance: Provenance) -> ProvenancePanel:
     """What the page shows of an upload's provenance: what was found, who signed it, whether it
-    still matches the image, one line on what that means, and the file's own claims."""
+    still matches the image, what fails validation and where, one line on what that means, and
+    the file's own claims."""
     facts: list[tuple[str, str]] = []
     if provenance.source == "c2pa":
         if provenance.declared_origin:
@@ -296,6 +298,8 @@ def provenance_panel(provenance: Provenance) -> ProvenancePanel:
         facts.append(("Signed by", signer + at))
         facts.append(("Signature", provenance.signature or "state unknown"))
         facts.append(("Matches the image", _matches_in_words(provenance.matches_image)))
+        facts.extend(("Fails validation", failure) for failure in provenance.failures)
+        facts.extend(("Not confirmed", note) for note in provenance.notes)
     found = PROVENANCE_SOURCES.get(provenance.source or "", "no provenance data")
     if provenance.source is None and provenance.claims:
         found = "metadata that declares no origin (unsigned)"

@@ -173,6 +173,36 @@ def sign(
     return destination.getvalue()
 
 
+def sign_with_ingredient(
+    image: bytes, definition: dict, signer: SigningIdentity, ingredient: bytes, title: str
+) -> bytes:
+    """A JPEG signed with `definition`, whose history holds the signed JPEG `ingredient` as its
+    parent, added the way an editor adds the file it opened."""
+    info = c2pa.C2paSignerInfo("es256", signer.chain_pem.encode(), signer.key_pem.encode(), None)
+    context = c2pa.Context.from_dict({"builder": {"thumbnail": {"enabled": False}}})
+    with c2pa.Signer.from_info(info) as c2pa_signer, c2pa.Builder(definition, context) as builder:
+        parent = {"title": title, "relationship": "parentOf"}
+        builder.add_ingredient(parent, "image/jpeg", io.BytesIO(ingredient))
+        destination = io.BytesIO()
+        builder.sign(c2pa_signer, "image/jpeg", io.BytesIO(image), destination)
+    return destination.getvalue()
+
+
+def signature_bytes(signed: bytes) -> bytes:
+    """The COSE signature of the file's active manifest: the 64-byte string (CBOR b"X@") at the
+    end of its signature box, the last manifest in the store."""
+    start = signed.rindex(b"X@") + 2
+    return signed[start : start + 64]
+
+
+def with_flipped_signature(signed: bytes, signature: bytes | None = None) -> bytes:
+    """The file with one byte of a manifest's signature flipped: the active manifest's, or the
+    one whose signature bytes are given (an ingredient's, copied into the file's history)."""
+    signature = signature or signature_bytes(signed)
+    position = signed.index(signature) + 10
+    return signed[:position] + bytes([signed[position] ^ 0xFF]) + signed[position + 1 :]
+
+
 def sign_with_remote_manifest(image: bytes, definition: dict, signer: SigningIdentity, url: str):
     """A JPEG whose manifest is stored at `url`, named in its XMP, and not embedded."""
     info = c2pa.C2paSignerInfo("es256", signer.chain_pem.encode(), signer.key_pem.encode(), None)

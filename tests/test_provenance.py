@@ -20,6 +20,7 @@ from provenance_fixtures import (
     sign,
     sign_with_remote_manifest,
     with_broken_pixel_data,
+    with_flipped_signature,
     with_xmp,
     xmp_packet,
     xmp_with_entity,
@@ -101,15 +102,14 @@ def test_copy_edited_after_signing_no_longer_matches(signed, pixels, image_forma
 
 
 def test_broken_signature_is_invalid(signed):
-    data = bytearray(signed["JPEG"])
-    # The COSE signature is the 64-byte string (CBOR b"X@") at the end of the signature box.
-    signature_start = bytes(data).rindex(b"X@") + 2
-    data[signature_start + 10] ^= 0xFF
-    provenance = read_provenance(bytes(data))
+    provenance = read_provenance(with_flipped_signature(signed["JPEG"]))
     assert provenance.signature == SIGNATURE_INVALID
     assert not provenance.declares_ai_with_valid_credentials
     assert "fail validation" in provenance.summary
-    assert "Validation failed: claimSignature.mismatch." in provenance.claims
+    failure = "the manifest's signature does not verify (claimSignature.mismatch)"
+    assert provenance.failures == (failure,)
+    assert f"Fails validation: {failure}." in provenance.claims
+    assert provenance.csv_fields()["signature"] == f"invalid: {failure}"
 
 
 def test_unsigned_xmp_never_fills_in_for_the_signed_manifest(signer, pixels):
@@ -127,7 +127,11 @@ def test_unsigned_xmp_never_fills_in_for_the_signed_manifest(signer, pixels):
     assert provenance.declared_origin is None
     assert provenance.generator == "Example Camera App 1"
     assert not provenance.declares_ai_with_valid_credentials
-    assert "Validation failed: assertion.action.malformed." in provenance.claims
+    # The signature itself is intact; the actions assertion is what fails, and it is named.
+    assert provenance.signature == SIGNATURE_NOT_CHECKED
+    failure = "actions assertion (c2pa.actions.v2) fails validation (assertion.action.malformed)"
+    assert provenance.failures == (failure,)
+    assert f"Fails validation: {failure}." in provenance.claims
     assert any(claim.startswith("XMP metadata claims (unsigned)") for claim in provenance.claims)
 
 
