@@ -69,6 +69,30 @@ def save_card(model_path: Path, card: dict, identity: dict | None = None) -> Pat
     return path
 
 
+def update_card(model_path: Path, loaded_card: dict, identity: dict, changes: dict) -> Path:
+    """Write `changes` into the card of the model that was loaded with `loaded_card` and had
+    `identity`, refusing with CardError when the model file or its card was replaced meanwhile.
+
+    A long job (a robustness run) reads the model, works for minutes, then records its results;
+    if another model and card were put in place meanwhile, writing would put the first model's
+    numbers under the second model's hash and lose the second model's own card.
+    """
+    model_path = Path(model_path)
+    path = card_path(model_path)
+    try:
+        now = model_identity(model_path)
+    except OSError as error:
+        raise CardError(f"cannot read the model {model_path}: {error.strerror}") from None
+    on_disk = load_card(model_path, check_model=False) or {}
+    if now["model_sha256"] != identity["model_sha256"] or on_disk != loaded_card:
+        replaced = "model file" if now["model_sha256"] != identity["model_sha256"] else "card"
+        raise CardError(
+            f"the {replaced} of {model_path} was replaced while it was being evaluated: "
+            f"{path} is left as it is; evaluate the model now in place to update its card"
+        )
+    return save_card(model_path, {**loaded_card, **changes}, identity)
+
+
 def uses_test_time_flip(card: dict | None) -> bool:
     """Whether predictions under this card average each image with its mirror image."""
     return bool((card or {}).get("test_time_flip", False))
