@@ -57,6 +57,17 @@ class ImageFile:
     path: Path
     relative: str
 
+    @property
+    def text(self) -> str:
+        """The path as written in a row (`path_text`)."""
+        return path_text(self.path)
+
+
+def path_text(path: Path | str) -> str:
+    """A path as text that any UTF-8 file can hold: bytes of a name that are not UTF-8 (a name
+    made on another system) are written in backslash form, `\\xe9`."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
 
 def find_images(arguments: Sequence[str]) -> tuple[list[ImageFile], int]:
     """Image files under the given files, folders (recursed) and glob patterns, sorted by path,
@@ -84,7 +95,7 @@ def find_images(arguments: Sequence[str]) -> tuple[list[ImageFile], int]:
                     skipped += 1
                     continue
                 relative = path.relative_to(base).as_posix()
-                found.setdefault(str(path), ImageFile(path, relative))
+                found.setdefault(path_text(path), ImageFile(path, relative))
     return [found[key] for key in sorted(found)], skipped
 
 
@@ -209,7 +220,7 @@ def build_row(decoded: Decoded, prediction, image_size: int) -> dict:
     file (`prediction` not None) far larger than the model's `image_size` gets a notice
     (`inference.size_notice`)."""
     row = {
-        "path": str(decoded.file.path),
+        "path": decoded.file.text,
         "probability_fake": None,
         "label": None,
         "verdict": None,
@@ -487,9 +498,10 @@ def match_sample(sample: Sample, files: Sequence[ImageFile], source: Path) -> di
     PipelineError naming the ids that have no image, or more than one."""
     by_name: dict[str, list[str]] = {}
     for file in files:
-        by_name.setdefault(file.path.name, []).append(str(file.path))
-        if file.path.stem != file.path.name:
-            by_name.setdefault(file.path.stem, []).append(str(file.path))
+        name, stem = path_text(file.path.name), path_text(file.path.stem)
+        by_name.setdefault(name, []).append(file.text)
+        if stem != name:
+            by_name.setdefault(stem, []).append(file.text)
     missing, ambiguous, matched = [], [], {}
     for image_id in sample.ids:
         paths = by_name.get(image_id, [])
@@ -579,7 +591,7 @@ def continue_partial(
     if header_lines and columns != tuple(settings["columns"]):
         return Continuation([], f"discarded {partial}, which has other columns")
     keep = len(rows) // batch_size * batch_size
-    if [row["path"] for row in rows[:keep]] != [str(file.path) for file in files[:keep]]:
+    if [row["path"] for row in rows[:keep]] != [file.text for file in files[:keep]]:
         return Continuation([], f"discarded {partial}: the files to score have changed")
     size = sum(
         len(line.encode("utf-8", "surrogateescape")) for line in lines[: header_lines + keep]

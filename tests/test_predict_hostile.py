@@ -13,6 +13,7 @@ from conftest import make_tree
 from test_predict import classifier, loaded, read_rows  # noqa: F401  (fixtures)
 
 import predict
+from realfake import batch
 from realfake.fileops import NotRegularFile, read_regular_file
 
 
@@ -60,3 +61,22 @@ def test_an_input_file_over_the_size_limit_is_refused_before_it_is_read_whole(tm
     with pytest.raises(NotRegularFile, match="larger than 1,000 bytes"):
         read_regular_file(path, limit=1000)
     assert read_regular_file(path, limit=2008) == path.read_bytes()
+
+
+@pytest.mark.parametrize("output_format", ["csv", "jsonl"])
+def test_a_name_that_is_not_utf8_is_written_in_backslash_form(
+    output_format, classifier, loaded, tmp_path, capsys
+):
+    from conftest import write_image
+
+    folder = make_tree(tmp_path / "photos", {"a": 1})
+    odd = Path(os.fsdecode(bytes(folder / "a")) + os.fsdecode(b"/caf\xe9.png"))
+    write_image(odd, seed=3)
+    output = tmp_path / f"scores.{output_format}"
+    argv = [str(folder), "--model", str(classifier.path), "--output", str(output)]
+    for _ in range(2):  # and again over the finished output
+        code, out, err = run_predict(argv, capsys)
+        assert code == 0, err
+        assert "predicted 2 of 2 images" in out
+    paths = [row["path"] for row in batch.read_output(output)[2]]
+    assert paths == [f"{folder}/a/caf\\xe9.png", f"{folder}/a/img_0000.jpg"]
