@@ -572,7 +572,7 @@ def continue_partial(
     batches (so every later batch holds the same files as in an uninterrupted run), and drop a
     torn last line. Anything else there is discarded, with a note saying why."""
     partial, stamp = partial_path(output), settings_path(output)
-    if not partial.exists():
+    if not partial.exists() or partial.stat().st_size == 0:  # none, or just locked by this run
         return Continuation([])
     try:
         previous = json.loads(stamp.read_text(encoding="utf-8"))
@@ -644,8 +644,54 @@ def predict(config: PredictConfig, classifier=None, stdout=None) -> Summary:
     from them) to its output, or to `stdout` (default sys.stdout) without one.
 
     With an output file, rows go to a hidden partial file renamed into place at the end; a run
-    killed at any moment continues from it when started again with the same settings.
+    killed at any moment continues from it when started again with the same settings. A second
+    run on the same output while the first works is refused.
     """
+    if config.output is None:
+        return _predict(config, classifier, stdout)
+    config.output.parent.mkdir(parents=True, exist_ok=True)
+    with _locked_partial(config.output):
+        return _predict(config, classifier, stdout)
+
+
+@contextlib.contextmanager
+def _locked_partial(output: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the output's partial file (created empty if missing) for the
+    run, or raise PipelineError when another run holds it.
+
+    The lock is on the file itself, so it moves with it when the finished rows are renamed to
+    the output, and a later run locks a new partial file.
+    """
+    import fcntl
+
+    partial = partial_path(output)
+    while True:
+        handle = open(partial, "ab")  # noqa: SIM115  (held open until the run ends)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise PipelineError(
+                f"another run is writing {output} (it holds {partial}): wait for it to end, "
+                "or give another --output"
+            ) from None
+        try:
+            if os.fstat(handle.fileno()).st_ino == os.stat(partial).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        handle.close()  # the run that held it finished and renamed it meanwhile: lock anew
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            held = os.fstat(handle.fileno())
+            if held.st_size == 0 and os.stat(partial).st_ino == held.st_ino:
+                partial.unlink()  # a run stopped before it wrote anything leaves nothing behind
+        handle.close()
+
+
+def _predict(config: PredictConfig, classifier, stdout) -> Summary:
     from realfake.cli import progress
 
     stdout = stdout if stdout is not None else sys.stdout
@@ -665,7 +711,6 @@ def predict(config: PredictConfig, classifier=None, stdout=None) -> Summary:
     tally = Tally(answers={} if sample is not None else None)
 
     if config.output is not None:
-        config.output.parent.mkdir(parents=True, exist_ok=True)
         settings = _run_settings(config, classifier, output_format, columns, extras)
         continuation = continue_partial(
             config.output, settings, files, config.batch_size, output_format

@@ -5,12 +5,15 @@ merged, closed pipes and full disks."""
 # ruff: noqa: F811  (the fixtures imported from test_predict are test parameters here)
 
 import os
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 from conftest import make_tree
-from test_predict import classifier, loaded, read_rows  # noqa: F401  (fixtures)
+from test_predict import PROJECT, classifier, loaded, read_rows  # noqa: F401  (fixtures)
 
 import predict
 from realfake import batch
@@ -80,3 +83,41 @@ def test_a_name_that_is_not_utf8_is_written_in_backslash_form(
         assert "predicted 2 of 2 images" in out
     paths = [row["path"] for row in batch.read_output(output)[2]]
     assert paths == [f"{folder}/a/caf\\xe9.png", f"{folder}/a/img_0000.jpg"]
+
+
+def test_a_second_run_on_the_same_output_is_refused_while_the_first_writes(
+    classifier, loaded, tmp_path, capsys
+):
+    folder = make_tree(tmp_path / "photos", {"a": 120, "b": 120}, seed=5)
+    output = tmp_path / "scores.csv"
+    argv = [str(folder), "--model", str(classifier.path), "--output", str(output)]
+    first = subprocess.Popen(
+        [sys.executable, str(PROJECT / "predict.py"), *argv, "--batch-size", "4", "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        partial = batch.partial_path(output)
+        deadline = time.monotonic() + 240
+        while first.poll() is None and time.monotonic() < deadline:
+            if partial.exists() and partial.read_bytes().count(b"\n") >= 2:
+                break  # the first run has written rows
+            time.sleep(0.01)
+        code, _, err = run_predict(argv, capsys)
+        assert first.poll() is None, "the first run ended before the second started"
+        out, first_err = first.communicate(timeout=300)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert code == 1
+    assert err == (
+        f"error: another run is writing {output} (it holds {partial}): wait for it to end, "
+        "or give another --output\n"
+    )
+    assert first.returncode == 0, first_err
+    assert "predicted 240 of 240 images" in out
+    paths = [row["path"] for row in read_rows(output)]
+    assert len(paths) == len(set(paths)) == 240
+    assert not partial.exists()
