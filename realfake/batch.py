@@ -607,6 +607,79 @@ def _write_settings(output: Path, settings: dict) -> None:
     atomic_write_text(settings_path(output), json.dumps(settings, indent=2, sort_keys=True) + "\n")
 
 
+def shard_record_path(output: Path) -> Path:
+    """The record a --shard run leaves beside its output: which shard, and the settings (model,
+    threshold, columns...) that decided its rows, for --merge to check the parts against."""
+    return output.with_name(f"{output.name}.shard.json")
+
+
+# Settings that may differ between the parts of one run: where each machine mounts the data, and
+# how many images it scores at a time.
+_LOCAL_SETTINGS = ("paths", "batch_size", "shard")
+
+
+def _write_shard_record(output: Path, settings: dict, rows: int) -> None:
+    from realfake.fileops import atomic_write_text
+
+    record = {key: value for key, value in settings.items() if key not in _LOCAL_SETTINGS}
+    record.update(shard=settings["shard"], rows=rows)
+    text = json.dumps(record, indent=2, sort_keys=True) + "\n"
+    atomic_write_text(shard_record_path(output), text)
+
+
+def _read_shard_record(part: Path) -> dict:
+    path = shard_record_path(part)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        index, count = record["shard"]
+        if not (isinstance(index, int) and isinstance(count, int) and 0 <= index < count):
+            raise ValueError("bad shard")
+    except (OSError, ValueError, KeyError, TypeError):
+        raise PipelineError(
+            f"{part} has no readable record of its run beside it ({path.name}, which predict.py "
+            "--shard writes): merge the outputs of --shard runs, each with its record"
+        ) from None
+    return record
+
+
+def check_parts(parts: Sequence[Path], records: Sequence[dict], allow_partial: bool) -> None:
+    """PipelineError unless the parts come from one run's settings, split the files one way,
+    and (without `allow_partial`) hold every shard."""
+    first, first_record = parts[0], records[0]
+    for part, record in zip(parts[1:], records[1:], strict=True):
+        differing = sorted(
+            key
+            for key in set(record) | set(first_record)
+            if key not in ("shard", "rows") and record.get(key) != first_record.get(key)
+        )
+        if differing:
+            raise PipelineError(
+                f"{first} and {part} were made with different settings ({', '.join(differing)}): "
+                "merge only parts scored by one model with one command"
+            )
+        if record["shard"][1] != first_record["shard"][1]:
+            raise PipelineError(
+                f"{first} is shard {'/'.join(map(str, first_record['shard']))} but {part} is "
+                f"shard {'/'.join(map(str, record['shard']))}: the parts split the files in "
+                "different ways"
+            )
+    count = first_record["shard"][1]
+    seen: dict[int, Path] = {}
+    for part, record in zip(parts, records, strict=True):
+        index = record["shard"][0]
+        if index in seen:
+            raise PipelineError(
+                f"{seen[index]} and {part} are both shard {index}/{count}: the shards overlap"
+            )
+        seen[index] = part
+    missing = [f"{index}/{count}" for index in range(count) if index not in seen]
+    if missing and not allow_partial:
+        raise PipelineError(
+            f"missing shard{'s' if len(missing) > 1 else ''} {', '.join(missing)}: merge all "
+            f"{count} parts, or add --allow-partial to merge only these"
+        )
+
+
 def _finish(partial: Path, output: Path, text: str | None = None) -> None:
     """Move the finished rows (or `text` made from them) into place, then drop the leftovers."""
     from realfake.fileops import atomic_write_text
@@ -754,6 +827,8 @@ def _predict(config: PredictConfig, classifier, stdout) -> Summary:
         text = submission_text(sample, matched, tally.answers)
         summary.submission_rows = len(sample.rows)
     if config.output is not None:
+        if config.shard is not None:
+            _write_shard_record(config.output, settings, len(files))
         _finish(partial_path(config.output), config.output, text)
     elif text is not None:
         stdout.write(text)
@@ -845,12 +920,18 @@ def merge(
     output_format: str | None = None,
     submission: Path | None = None,
     stdout=None,
+    allow_partial: bool = False,
 ) -> Summary:
-    """Join shard outputs, each in path order, into the rows of one run over all their files."""
+    """Join shard outputs, each in path order, into the rows of one run over all their files.
+
+    Each part's record (`shard_record_path`) must show the same model and settings, and every
+    shard of the N must be there unless `allow_partial`.
+    """
     stdout = stdout if stdout is not None else sys.stdout
     if not parts:
         raise PipelineError("--merge needs the shard outputs to join")
     loaded = [read_output(part) for part in parts]
+    records = [_read_shard_record(Path(part)) for part in parts]
     formats = {output_format_ for output_format_, _, _ in loaded}
     known_columns = {columns for _, columns, rows in loaded if rows or columns}
     if len(formats) > 1:
@@ -871,6 +952,7 @@ def merge(
             raise PipelineError(
                 f"{first['path']} is in more than one part: the shards overlap (same K twice?)"
             )
+    check_parts(parts, records, allow_partial)
     tally = Tally(answers={} if submission is not None else None)
     for row in merged:
         tally.add(row)

@@ -4,7 +4,9 @@ merged, closed pipes and full disks."""
 
 # ruff: noqa: F811  (the fixtures imported from test_predict are test parameters here)
 
+import dataclasses
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -121,3 +123,55 @@ def test_a_second_run_on_the_same_output_is_refused_while_the_first_writes(
     paths = [row["path"] for row in read_rows(output)]
     assert len(paths) == len(set(paths)) == 240
     assert not partial.exists()
+
+
+def shards(folder: Path, model: Path, tmp_path: Path, count: int, name: str = "part") -> list:
+    parts = []
+    for index in range(count):
+        part = tmp_path / f"{name}{index}.csv"
+        argv = [str(folder), "--model", str(model), "--shard", f"{index}/{count}"]
+        assert predict.main([*argv, "--output", str(part), "--quiet"]) == 0
+        parts.append(part)
+    return parts
+
+
+def test_merge_refuses_parts_scored_under_different_thresholds(
+    classifier, loaded, tmp_path, capsys
+):
+    from realfake.modelcard import load_card, save_card
+
+    other = tmp_path / "other" / classifier.path.name
+    other.parent.mkdir()
+    shutil.copy(classifier.path, other)
+    save_card(other, {**load_card(classifier.path), "threshold": 0.25})
+    loaded[other] = dataclasses.replace(classifier, path=other, threshold=0.25)
+    folder = make_tree(tmp_path / "photos", {"a": 6, "b": 6})
+    first = shards(folder, classifier.path, tmp_path, 2)[0]
+    second = shards(folder, other, tmp_path, 2, name="other")[1]
+    capsys.readouterr()
+    merged = tmp_path / "merged.csv"
+    code, _, err = run_predict(["--merge", str(merged), str(first), str(second)], capsys)
+    assert code == 1
+    assert err == (
+        f"error: {first} and {second} were made with different settings (threshold): merge only "
+        "parts scored by one model with one command\n"
+    )
+    assert not merged.exists()
+
+
+def test_merge_refuses_a_missing_shard_unless_allowed(classifier, loaded, tmp_path, capsys):
+    folder = make_tree(tmp_path / "photos", {"a": 6, "b": 6})
+    parts = shards(folder, classifier.path, tmp_path, 3)
+    capsys.readouterr()
+    merged = tmp_path / "merged.csv"
+    given = [str(parts[0]), str(parts[2])]
+    code, _, err = run_predict(["--merge", str(merged), *given], capsys)
+    assert code == 1
+    assert err == (
+        "error: missing shard 1/3: merge all 3 parts, or add --allow-partial to merge only these\n"
+    )
+    assert not merged.exists()
+    code, out, _ = run_predict(["--merge", str(merged), *given, "--allow-partial"], capsys)
+    assert code == 0
+    expected = len(read_rows(parts[0])) + len(read_rows(parts[2]))
+    assert f"merged 2 parts: {expected} rows" in out and len(read_rows(merged)) == expected
