@@ -770,6 +770,8 @@ def _predict(config: PredictConfig, classifier, stdout) -> Summary:
     stdout = stdout if stdout is not None else sys.stdout
     output_format = format_for(config.output, config.output_format)
     files, skipped = find_images(config.paths)
+    if config.output is not None and config.output.exists():
+        _refuse_output_among_inputs(config.output, [file.path for file in files], config.submission)
     files = select_shard(files, config.shard)
     sample = matched = None
     if config.submission is not None:
@@ -834,6 +836,22 @@ def _predict(config: PredictConfig, classifier, stdout) -> Summary:
         stdout.write(text)
         stdout.flush()
     return summary
+
+
+def _refuse_output_among_inputs(output: Path, inputs: list[Path], sample: Path | None) -> None:
+    """PipelineError when the output file is one of the images to score or the sample
+    submission: the run would overwrite what it reads."""
+    target = os.stat(output)
+    for path in [*inputs, *([sample] if sample is not None else [])]:
+        try:
+            status = os.stat(path)
+        except OSError:
+            continue
+        if (status.st_dev, status.st_ino) == (target.st_dev, target.st_ino):
+            raise PipelineError(
+                f"--output {output} is {path_text(path)}, one of the files this run reads: "
+                "give another output file"
+            )
 
 
 class _Discard:

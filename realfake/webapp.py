@@ -222,10 +222,16 @@ def _page(status: int = 200, **context):
 
 
 def _http_error(error: HTTPException):
-    messages = {
-        413: "the upload is too large: at most "
-        f"{current_app.config['MAX_CONTENT_LENGTH'] / (1024 * 1024):g} MB per request",
-    }
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    messages = {413: f"the upload is too large: at most {limit / (1024 * 1024):g} MB per request"}
+    length = request.content_length
+    if error.code == 413 and length is not None and length <= limit:
+        # A small body refused while its form was parsed: too many parts, or a big text field.
+        messages[413] = (
+            f"the form has more than {request.max_form_parts:,} parts, or a field that is not a "
+            f"file holds more than {request.max_form_memory_size:,} bytes: send at most "
+            f"{current_app.config['MAX_FILES']:,} files, each as one `file` part"
+        )
     message = messages.get(error.code, error.description or error.name)
     if _wants_json():
         return _json_error(message, error.code or 500)

@@ -2,6 +2,7 @@
 that would show the server's folders, oversized provenance chunks and floods of form parts."""
 
 import http.client
+import io
 import json
 import os
 import shutil
@@ -99,3 +100,13 @@ def test_unavailable_answers_name_the_model_file_not_its_folder(tmp_path):
     api = client.post("/api/predict", data={"file": (b"x", "a.png")}).get_json()
     for text in (json.dumps(body), page, json.dumps(api)):
         assert str(tmp_path) not in text
+
+
+def test_a_flood_of_small_form_parts_is_refused_with_its_real_reason(client):
+    fields = {f"f{index}": "x" for index in range(1500)}
+    # A file part makes it multipart/form-data, as a browser sends it.
+    response = client.post("/api/predict", data={**fields, "file": (io.BytesIO(b"x"), "a.png")})
+    assert response.status_code == 413
+    error = response.get_json()["error"]
+    assert error.startswith("the form has more than 1,000 parts")
+    assert "MB per request" not in error

@@ -175,3 +175,18 @@ def test_merge_refuses_a_missing_shard_unless_allowed(classifier, loaded, tmp_pa
     assert code == 0
     expected = len(read_rows(parts[0])) + len(read_rows(parts[2]))
     assert f"merged 2 parts: {expected} rows" in out and len(read_rows(merged)) == expected
+
+
+def test_an_output_that_names_an_input_image_is_refused(classifier, loaded, tmp_path, capsys):
+    folder = make_tree(tmp_path / "photos", {"a": 2})
+    image = folder / "a" / "img_0000.jpg"
+    before = image.read_bytes()
+    argv = [str(folder), "--model", str(classifier.path), "--output", str(image)]
+    code, _, err = run_predict(argv, capsys)
+    assert code == 1
+    assert err == (
+        f"error: --output {image} is {image}, one of the files this run reads: give another "
+        "output file\n"
+    )
+    assert image.read_bytes() == before
+    assert not list(image.parent.glob(".img_0000.jpg*"))
