@@ -120,9 +120,19 @@ def main(argv=None) -> int:
         plot_confusion_matrix,
         plot_roc,
     )
-    from realfake.modelcard import save_card
+    from realfake.modelcard import IDENTITY_KEYS, model_identity, update_card
 
     classifier = load_classifier(args.model, threshold=args.threshold)
+    # What was loaded (its card was checked against the file as it was read), to check before
+    # the card is rewritten that it is still what is there.
+    identity = None
+    if args.update_card:
+        card = classifier.card
+        identity = (
+            {key: card[key] for key in IDENTITY_KEYS}
+            if "model_sha256" in card
+            else model_identity(args.model)
+        )
     threshold = classifier.threshold
     split = load_split(args.data, classifier.image_size, quiet=args.quiet, description="decode")
     probability_fake = classifier.probability_fake(split.images, args.batch_size)
@@ -138,13 +148,13 @@ def main(argv=None) -> int:
         robustness_table = add_robustness(args, classifier, split, metrics)
     atomic_write_text(args.output / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     if args.update_card:
-        card = {
-            **classifier.card,
+        changes = {
             "robustness": metrics["robustness"],
             "robustness_summary": metrics["robustness_summary"],
             "robustness_data": str(args.data),
         }
-        print(f"wrote the robustness rows into the model card {save_card(args.model, card)}")
+        written = update_card(args.model, classifier.card, identity, changes)
+        print(f"wrote the robustness rows into the model card {written}")
     plot_confusion_matrix(
         split.labels, probability_fake, threshold, args.output / "confusion_matrix.png"
     )

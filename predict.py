@@ -93,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
         "exactly the rows of one run (default: score images)",
     )
     parser.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="with --merge, join the shards given even if some of the N are missing "
+        "(default: refuse, naming the missing shards)",
+    )
+    parser.add_argument(
         "--submission",
         type=Path,
         default=None,
@@ -144,11 +150,15 @@ def main(argv=None) -> int:
 
     from realfake import batch
 
+    if args.allow_partial and args.merge is None:
+        parser.error("--allow-partial goes with --merge")
     if args.merge is not None:
         if shard is not None:
             parser.error("--merge joins finished shards: it takes no --shard")
         output = None if str(args.merge) == "-" else args.merge
-        summary = batch.merge(args.paths, output, args.format, args.submission)
+        summary = batch.merge(
+            args.paths, output, args.format, args.submission, allow_partial=args.allow_partial
+        )
     else:
         run = batch.PredictConfig(
             paths=tuple(args.paths),

@@ -57,6 +57,17 @@ class ImageFile:
     path: Path
     relative: str
 
+    @property
+    def text(self) -> str:
+        """The path as written in a row (`path_text`)."""
+        return path_text(self.path)
+
+
+def path_text(path: Path | str) -> str:
+    """A path as text that any UTF-8 file can hold: bytes of a name that are not UTF-8 (a name
+    made on another system) are written in backslash form, `\\xe9`."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
 
 def find_images(arguments: Sequence[str]) -> tuple[list[ImageFile], int]:
     """Image files under the given files, folders (recursed) and glob patterns, sorted by path,
@@ -84,7 +95,7 @@ def find_images(arguments: Sequence[str]) -> tuple[list[ImageFile], int]:
                     skipped += 1
                     continue
                 relative = path.relative_to(base).as_posix()
-                found.setdefault(str(path), ImageFile(path, relative))
+                found.setdefault(path_text(path), ImageFile(path, relative))
     return [found[key] for key in sorted(found)], skipped
 
 
@@ -165,9 +176,11 @@ class Decoded:
 
 def decode_file(file: ImageFile, image_size: int, extras: Sequence[ExtraColumns]) -> Decoded:
     """Read a file's bytes once; decode them for the model and read the extra columns from them."""
+    from realfake.fileops import read_regular_file
+
     empty = {name: "" for group in extras for name in group.names}
     try:
-        data = file.path.read_bytes()
+        data = read_regular_file(file.path)
     except OSError as error:
         return Decoded(file, None, None, None, f"cannot read: {error.strerror}", empty)
     extra = {name: value for group in extras for name, value in group.read(data).items()}
@@ -207,7 +220,7 @@ def build_row(decoded: Decoded, prediction, image_size: int) -> dict:
     file (`prediction` not None) far larger than the model's `image_size` gets a notice
     (`inference.size_notice`)."""
     row = {
-        "path": str(decoded.file.path),
+        "path": decoded.file.text,
         "probability_fake": None,
         "label": None,
         "verdict": None,
@@ -485,9 +498,10 @@ def match_sample(sample: Sample, files: Sequence[ImageFile], source: Path) -> di
     PipelineError naming the ids that have no image, or more than one."""
     by_name: dict[str, list[str]] = {}
     for file in files:
-        by_name.setdefault(file.path.name, []).append(str(file.path))
-        if file.path.stem != file.path.name:
-            by_name.setdefault(file.path.stem, []).append(str(file.path))
+        name, stem = path_text(file.path.name), path_text(file.path.stem)
+        by_name.setdefault(name, []).append(file.text)
+        if stem != name:
+            by_name.setdefault(stem, []).append(file.text)
     missing, ambiguous, matched = [], [], {}
     for image_id in sample.ids:
         paths = by_name.get(image_id, [])
@@ -558,7 +572,7 @@ def continue_partial(
     batches (so every later batch holds the same files as in an uninterrupted run), and drop a
     torn last line. Anything else there is discarded, with a note saying why."""
     partial, stamp = partial_path(output), settings_path(output)
-    if not partial.exists():
+    if not partial.exists() or partial.stat().st_size == 0:  # none, or just locked by this run
         return Continuation([])
     try:
         previous = json.loads(stamp.read_text(encoding="utf-8"))
@@ -577,7 +591,7 @@ def continue_partial(
     if header_lines and columns != tuple(settings["columns"]):
         return Continuation([], f"discarded {partial}, which has other columns")
     keep = len(rows) // batch_size * batch_size
-    if [row["path"] for row in rows[:keep]] != [str(file.path) for file in files[:keep]]:
+    if [row["path"] for row in rows[:keep]] != [file.text for file in files[:keep]]:
         return Continuation([], f"discarded {partial}: the files to score have changed")
     size = sum(
         len(line.encode("utf-8", "surrogateescape")) for line in lines[: header_lines + keep]
@@ -591,6 +605,79 @@ def _write_settings(output: Path, settings: dict) -> None:
     from realfake.fileops import atomic_write_text
 
     atomic_write_text(settings_path(output), json.dumps(settings, indent=2, sort_keys=True) + "\n")
+
+
+def shard_record_path(output: Path) -> Path:
+    """The record a --shard run leaves beside its output: which shard, and the settings (model,
+    threshold, columns...) that decided its rows, for --merge to check the parts against."""
+    return output.with_name(f"{output.name}.shard.json")
+
+
+# Settings that may differ between the parts of one run: where each machine mounts the data, and
+# how many images it scores at a time.
+_LOCAL_SETTINGS = ("paths", "batch_size", "shard")
+
+
+def _write_shard_record(output: Path, settings: dict, rows: int) -> None:
+    from realfake.fileops import atomic_write_text
+
+    record = {key: value for key, value in settings.items() if key not in _LOCAL_SETTINGS}
+    record.update(shard=settings["shard"], rows=rows)
+    text = json.dumps(record, indent=2, sort_keys=True) + "\n"
+    atomic_write_text(shard_record_path(output), text)
+
+
+def _read_shard_record(part: Path) -> dict:
+    path = shard_record_path(part)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        index, count = record["shard"]
+        if not (isinstance(index, int) and isinstance(count, int) and 0 <= index < count):
+            raise ValueError("bad shard")
+    except (OSError, ValueError, KeyError, TypeError):
+        raise PipelineError(
+            f"{part} has no readable record of its run beside it ({path.name}, which predict.py "
+            "--shard writes): merge the outputs of --shard runs, each with its record"
+        ) from None
+    return record
+
+
+def check_parts(parts: Sequence[Path], records: Sequence[dict], allow_partial: bool) -> None:
+    """PipelineError unless the parts come from one run's settings, split the files one way,
+    and (without `allow_partial`) hold every shard."""
+    first, first_record = parts[0], records[0]
+    for part, record in zip(parts[1:], records[1:], strict=True):
+        differing = sorted(
+            key
+            for key in set(record) | set(first_record)
+            if key not in ("shard", "rows") and record.get(key) != first_record.get(key)
+        )
+        if differing:
+            raise PipelineError(
+                f"{first} and {part} were made with different settings ({', '.join(differing)}): "
+                "merge only parts scored by one model with one command"
+            )
+        if record["shard"][1] != first_record["shard"][1]:
+            raise PipelineError(
+                f"{first} is shard {'/'.join(map(str, first_record['shard']))} but {part} is "
+                f"shard {'/'.join(map(str, record['shard']))}: the parts split the files in "
+                "different ways"
+            )
+    count = first_record["shard"][1]
+    seen: dict[int, Path] = {}
+    for part, record in zip(parts, records, strict=True):
+        index = record["shard"][0]
+        if index in seen:
+            raise PipelineError(
+                f"{seen[index]} and {part} are both shard {index}/{count}: the shards overlap"
+            )
+        seen[index] = part
+    missing = [f"{index}/{count}" for index in range(count) if index not in seen]
+    if missing and not allow_partial:
+        raise PipelineError(
+            f"missing shard{'s' if len(missing) > 1 else ''} {', '.join(missing)}: merge all "
+            f"{count} parts, or add --allow-partial to merge only these"
+        )
 
 
 def _finish(partial: Path, output: Path, text: str | None = None) -> None:
@@ -630,13 +717,61 @@ def predict(config: PredictConfig, classifier=None, stdout=None) -> Summary:
     from them) to its output, or to `stdout` (default sys.stdout) without one.
 
     With an output file, rows go to a hidden partial file renamed into place at the end; a run
-    killed at any moment continues from it when started again with the same settings.
+    killed at any moment continues from it when started again with the same settings. A second
+    run on the same output while the first works is refused.
     """
+    if config.output is None:
+        return _predict(config, classifier, stdout)
+    config.output.parent.mkdir(parents=True, exist_ok=True)
+    with _locked_partial(config.output):
+        return _predict(config, classifier, stdout)
+
+
+@contextlib.contextmanager
+def _locked_partial(output: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the output's partial file (created empty if missing) for the
+    run, or raise PipelineError when another run holds it.
+
+    The lock is on the file itself, so it moves with it when the finished rows are renamed to
+    the output, and a later run locks a new partial file.
+    """
+    import fcntl
+
+    partial = partial_path(output)
+    while True:
+        handle = open(partial, "ab")  # noqa: SIM115  (held open until the run ends)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise PipelineError(
+                f"another run is writing {output} (it holds {partial}): wait for it to end, "
+                "or give another --output"
+            ) from None
+        try:
+            if os.fstat(handle.fileno()).st_ino == os.stat(partial).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        handle.close()  # the run that held it finished and renamed it meanwhile: lock anew
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            held = os.fstat(handle.fileno())
+            if held.st_size == 0 and os.stat(partial).st_ino == held.st_ino:
+                partial.unlink()  # a run stopped before it wrote anything leaves nothing behind
+        handle.close()
+
+
+def _predict(config: PredictConfig, classifier, stdout) -> Summary:
     from realfake.cli import progress
 
     stdout = stdout if stdout is not None else sys.stdout
     output_format = format_for(config.output, config.output_format)
     files, skipped = find_images(config.paths)
+    if config.output is not None and config.output.exists():
+        _refuse_output_among_inputs(config.output, [file.path for file in files], config.submission)
     files = select_shard(files, config.shard)
     sample = matched = None
     if config.submission is not None:
@@ -651,7 +786,6 @@ def predict(config: PredictConfig, classifier=None, stdout=None) -> Summary:
     tally = Tally(answers={} if sample is not None else None)
 
     if config.output is not None:
-        config.output.parent.mkdir(parents=True, exist_ok=True)
         settings = _run_settings(config, classifier, output_format, columns, extras)
         continuation = continue_partial(
             config.output, settings, files, config.batch_size, output_format
@@ -695,11 +829,29 @@ def predict(config: PredictConfig, classifier=None, stdout=None) -> Summary:
         text = submission_text(sample, matched, tally.answers)
         summary.submission_rows = len(sample.rows)
     if config.output is not None:
+        if config.shard is not None:
+            _write_shard_record(config.output, settings, len(files))
         _finish(partial_path(config.output), config.output, text)
     elif text is not None:
         stdout.write(text)
         stdout.flush()
     return summary
+
+
+def _refuse_output_among_inputs(output: Path, inputs: list[Path], sample: Path | None) -> None:
+    """PipelineError when the output file is one of the images to score or the sample
+    submission: the run would overwrite what it reads."""
+    target = os.stat(output)
+    for path in [*inputs, *([sample] if sample is not None else [])]:
+        try:
+            status = os.stat(path)
+        except OSError:
+            continue
+        if (status.st_dev, status.st_ino) == (target.st_dev, target.st_ino):
+            raise PipelineError(
+                f"--output {output} is {path_text(path)}, one of the files this run reads: "
+                "give another output file"
+            )
 
 
 class _Discard:
@@ -786,12 +938,18 @@ def merge(
     output_format: str | None = None,
     submission: Path | None = None,
     stdout=None,
+    allow_partial: bool = False,
 ) -> Summary:
-    """Join shard outputs, each in path order, into the rows of one run over all their files."""
+    """Join shard outputs, each in path order, into the rows of one run over all their files.
+
+    Each part's record (`shard_record_path`) must show the same model and settings, and every
+    shard of the N must be there unless `allow_partial`.
+    """
     stdout = stdout if stdout is not None else sys.stdout
     if not parts:
         raise PipelineError("--merge needs the shard outputs to join")
     loaded = [read_output(part) for part in parts]
+    records = [_read_shard_record(Path(part)) for part in parts]
     formats = {output_format_ for output_format_, _, _ in loaded}
     known_columns = {columns for _, columns, rows in loaded if rows or columns}
     if len(formats) > 1:
@@ -812,6 +970,7 @@ def merge(
             raise PipelineError(
                 f"{first['path']} is in more than one part: the shards overlap (same K twice?)"
             )
+    check_parts(parts, records, allow_partial)
     tally = Tally(answers={} if submission is not None else None)
     for row in merged:
         tally.add(row)

@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +13,38 @@ from pathlib import Path
 from realfake.errors import PipelineError
 
 STAMP_NAME = ".realfake-stage.json"
+# The largest file read whole into memory as one input image; far above any real photograph.
+MAX_INPUT_BYTES = 512 * 1024 * 1024
+_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+class NotRegularFile(OSError):
+    """A path that names a pipe, device, socket or folder, or a file too large to read whole."""
+
+
+def read_regular_file(path: Path, limit: int = MAX_INPUT_BYTES) -> bytes:
+    """The bytes of a regular file (links followed) of at most `limit` bytes.
+
+    Anything else raises NotRegularFile before a byte is read: a named pipe would block forever
+    and a link to /dev/zero would fill memory. The file is opened without blocking and checked
+    on the open descriptor, so it cannot be swapped for something else in between.
+    """
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(descriptor, "rb") as handle:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((name for test, name in _KINDS if test(mode)), "not a file")
+            raise NotRegularFile(0, f"{kind}, not a regular file")
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise NotRegularFile(0, f"larger than {limit:,} bytes")
+    return data
 
 
 def link_or_copy(source: Path, destination: Path) -> None:

@@ -13,8 +13,9 @@ Keys written by training (readers tolerate missing optional ones, and ignore key
     training_data     {"train": {"Fake": n, "Real": n}, "validation": {...}, "test": {...}}
     test_metrics      {"loss", "accuracy", "precision", "recall", "auc", "f1", ...} on test
     model_file, model_bytes, model_sha256
-                      the model file this card describes; a reader refuses a card whose model
-                      file has another size or hash (a card left from an earlier run)
+                      the model file this card describes (required beside a model file); a
+                      reader refuses a card without them, or whose model file has another size
+                      or hash (a card left from an earlier run)
     training_seconds, images_per_second, epochs_run, created, tensorflow_version, keras_version
 
 Keys an export adds (export_model.py; the identity keys then describe the exported file, or the
@@ -27,7 +28,8 @@ SavedModel folder: its files' total size and a SHA-256 over their names and hash
     signatures        the SavedModel's signatures: their inputs and outputs, names and dtypes
 
 Every reader goes through `load_card`, which validates the types and ranges of the keys readers
-use, so a damaged card is refused with one line instead of failing somewhere downstream.
+use, so a damaged card is refused with one line instead of failing somewhere downstream. A key
+given twice is refused; a UTF-8 byte-order mark at the start is accepted.
 """
 
 import hashlib
@@ -92,6 +94,30 @@ def save_card(model_path: Path, card: dict, identity: dict | None = None) -> Pat
     return path
 
 
+def update_card(model_path: Path, loaded_card: dict, identity: dict, changes: dict) -> Path:
+    """Write `changes` into the card of the model that was loaded with `loaded_card` and had
+    `identity`, refusing with CardError when the model file or its card was replaced meanwhile.
+
+    A long job (a robustness run) reads the model, works for minutes, then records its results;
+    if another model and card were put in place meanwhile, writing would put the first model's
+    numbers under the second model's hash and lose the second model's own card.
+    """
+    model_path = Path(model_path)
+    path = card_path(model_path)
+    try:
+        now = model_identity(model_path)
+    except OSError as error:
+        raise CardError(f"cannot read the model {model_path}: {error.strerror}") from None
+    on_disk = load_card(model_path, check_model=False) or {}
+    if now["model_sha256"] != identity["model_sha256"] or on_disk != loaded_card:
+        replaced = "model file" if now["model_sha256"] != identity["model_sha256"] else "card"
+        raise CardError(
+            f"the {replaced} of {model_path} was replaced while it was being evaluated: "
+            f"{path} is left as it is; evaluate the model now in place to update its card"
+        )
+    return save_card(model_path, {**loaded_card, **changes}, identity)
+
+
 def uses_test_time_flip(card: dict | None) -> bool:
     """Whether predictions under this card average each image with its mirror image."""
     return bool((card or {}).get("test_time_flip", False))
@@ -109,11 +135,17 @@ def load_card(model_path: Path, *, check_model: bool = True) -> dict | None:
     if not path.exists():
         return None
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig: a card saved by an editor that starts files with a byte-order mark
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as error:
         raise CardError(f"cannot read the model card {path}: {error}") from None
     try:
-        card = json.loads(text)
+        card = json.loads(text, object_pairs_hook=_without_duplicate_keys)
+    except _DuplicateKey as error:
+        raise CardError(
+            f"the model card {path} gives the key {error} twice: which one holds is anyone's "
+            "guess, so neither is used"
+        ) from None
     except ValueError as error:
         raise CardError(
             f"the model card {path} is not valid JSON ({error}); it may be truncated"
@@ -124,15 +156,35 @@ def load_card(model_path: Path, *, check_model: bool = True) -> dict | None:
     return card
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _without_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object as a dict, refusing a key given twice (json keeps the last silently)."""
+    result = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(json.dumps(key))
+        result[key] = value
+    return result
+
+
 def check_card_matches(card: dict, model_path: Path, path: Path) -> None:
-    """Raise CardError when the card records a model file other than the one at `model_path`."""
-    if "model_sha256" not in card:
-        return  # cards written before identities were recorded cannot be checked
+    """Raise CardError when the card does not say which model file it describes, or records a
+    model file other than the one at `model_path`."""
+    missing = [key for key in IDENTITY_KEYS if key not in card]
+    if missing:
+        raise CardError(
+            f"the model card {path} does not say which model file it describes (no "
+            f"{', '.join(missing)}), so it could be any model's: train again, or remove the "
+            "card to use the model without one"
+        )
     size, digest = size_and_digest(model_path)
-    if card.get("model_bytes") not in (None, size) or card["model_sha256"] != digest:
+    if card["model_bytes"] != size or card["model_sha256"] != digest:
         raise CardError(
             f"the model card {path} does not belong to the model {model_path}: it describes a "
-            f"model file of {card.get('model_bytes', '?'):,} bytes with SHA-256 "
+            f"model file of {card['model_bytes']:,} bytes with SHA-256 "
             f"{card['model_sha256'][:12]}..., this one has {size:,} bytes and another hash "
             "(train again, or remove the card to use the model without one)"
         )

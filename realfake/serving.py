@@ -18,6 +18,7 @@ from PIL import ExifTags, Image, UnidentifiedImageError
 
 from realfake.appconfig import DEFAULT_MAX_IMAGE_PIXELS
 from realfake.errors import PipelineError
+from realfake.fileops import file_digest
 from realfake.images import load_rgb
 from realfake.inference import FAKE_INDEX, Prediction, averaged_output, load_classifier, mirror
 
@@ -177,6 +178,8 @@ class Predictor:
     def __init__(self, model_path: Path, smoothgrad_samples: int = 16):
         self.classifier = load_classifier(model_path)
         self.model_path = self.classifier.path
+        # A card records its model's hash, checked against the file as it was read.
+        self.model_sha256 = self.classifier.card.get("model_sha256") or file_digest(model_path)
         self.model = model = self.classifier.model
         self.card = self.classifier.card
         self.image_size = side = self.classifier.image_size

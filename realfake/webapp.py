@@ -25,6 +25,7 @@ from werkzeug.exceptions import HTTPException
 from realfake.appconfig import DEFAULTS
 from realfake.errors import PipelineError
 from realfake.inference import ModelUnavailable
+from realfake.modelcard import card_path
 from realfake.provenance import UNREADABLE, Provenance, load_trust_anchors, read_provenance
 from realfake.serving import (
     ALLOWED_DESCRIPTION,
@@ -81,43 +82,55 @@ class RequestError(PipelineError):
 
 
 class ModelHolder:
-    """Loads the model once, on first need, and keeps it for the life of the process.
+    """Serves the model that is on disk now: loaded on first need, and loaded again when its file
+    or its card is replaced.
 
-    A model that could not be loaded (missing, broken, at odds with its card) is tried again
-    once its file changes, so a model trained while the app runs is found without a restart;
-    a model that did load is not reloaded: restart the app to serve a retrained one.
+    Every request compares the model file and card with those loaded (two `stat` calls), so all
+    the processes of a server (gunicorn's workers, one restarted after a crash included) serve
+    the same model, the one at MODEL_PATH; none keeps answering with a model that was replaced.
+    While a new model loads, the requests of that process wait for it; a model and card that do
+    not belong together (between the two renames of a save) are refused with 503 until they do.
     """
 
     def __init__(self, model_path: Path, smoothgrad_samples: int):
         self.model_path = Path(model_path)
         self.smoothgrad_samples = smoothgrad_samples
         self._lock = threading.Lock()
-        self._predictor: Predictor | None = None
+        self._loaded: tuple[object, Predictor] | None = None
         self._failure: tuple[object, ModelUnavailable] | None = None
 
     def get(self) -> Predictor:
-        """The loaded Predictor, or ModelUnavailable saying why there is none."""
-        if self._predictor is not None:
-            return self._predictor
+        """The Predictor of the model now at MODEL_PATH, or ModelUnavailable saying why there is
+        none."""
+        loaded = self._loaded
+        if loaded is not None and loaded[0] == self._file_stamp():
+            return loaded[1]
         with self._lock:
-            if self._predictor is not None:
-                return self._predictor
             stamp = self._file_stamp()
+            if self._loaded is not None and self._loaded[0] == stamp:
+                return self._loaded[1]
+            self._loaded = None  # replaced: the old model is never served again
             if self._failure is not None and self._failure[0] == stamp:
                 raise self._failure[1]
             try:
-                self._predictor = Predictor(self.model_path, self.smoothgrad_samples)
+                predictor = Predictor(self.model_path, self.smoothgrad_samples)
             except ModelUnavailable as error:
                 self._failure = (stamp, error)
                 raise
-            return self._predictor
+            # Read after `stamp` was taken, so a file replaced meanwhile is read again next time.
+            self._loaded = (stamp, predictor)
+            return predictor
 
     def _file_stamp(self) -> object:
-        try:
-            status = self.model_path.stat()
-        except OSError:
-            return None
-        return (status.st_mtime_ns, status.st_size)
+        stamps = []
+        for path in (self.model_path, card_path(self.model_path)):
+            try:
+                status = path.stat()
+            except OSError:
+                stamps.append(None)
+                continue
+            stamps.append((status.st_ino, status.st_mtime_ns, status.st_size))
+        return tuple(stamps)
 
 
 def _return_large_blocks_to_the_system() -> None:
@@ -193,7 +206,7 @@ def _page(status: int = 200, **context):
         model = card_summary(_holder().get())
         model_error = None
     except ModelUnavailable as error:
-        model, model_error = None, str(error)
+        model, model_error = None, _without_folders(str(error))
     context.setdefault("results", [])
     html = render_template(
         "index.html",
@@ -210,10 +223,16 @@ def _page(status: int = 200, **context):
 
 
 def _http_error(error: HTTPException):
-    messages = {
-        413: "the upload is too large: at most "
-        f"{current_app.config['MAX_CONTENT_LENGTH'] / (1024 * 1024):g} MB per request",
-    }
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    messages = {413: f"the upload is too large: at most {limit / (1024 * 1024):g} MB per request"}
+    length = request.content_length
+    if error.code == 413 and length is not None and length <= limit:
+        # A small body refused while its form was parsed: too many parts, or a big text field.
+        messages[413] = (
+            f"the form has more than {request.max_form_parts:,} parts, or a field that is not a "
+            f"file holds more than {request.max_form_memory_size:,} bytes: send at most "
+            f"{current_app.config['MAX_FILES']:,} files, each as one `file` part"
+        )
     message = messages.get(error.code, error.description or error.name)
     if _wants_json():
         return _json_error(message, error.code or 500)
@@ -449,7 +468,7 @@ def api_predict():
     except RequestError as error:
         return _error_response(error, page=False)
     except ModelUnavailable as error:
-        return _json_error(str(error), 503)
+        return _json_error(_without_folders(str(error)), 503)
     return jsonify({"predictions": answers})
 
 
@@ -505,6 +524,15 @@ def favicon():
     return current_app.send_static_file("favicon.svg")
 
 
+def _without_folders(message: str) -> str:
+    """A message about the model with its folder left out: answers name files, not the server's
+    folders."""
+    folder = _holder().model_path.parent
+    for written in {str(folder.resolve()), str(folder.absolute()), str(folder)} - {"."}:
+        message = message.replace(written.rstrip("/") + "/", "")
+    return message
+
+
 @web.get("/health")
 def health():
     holder = _holder()
@@ -512,12 +540,17 @@ def health():
         predictor = holder.get()
     except PipelineError as error:
         return jsonify(
-            {"status": "unavailable", "model": str(holder.model_path), "error": str(error)}
+            {
+                "status": "unavailable",
+                "model": holder.model_path.name,
+                "error": _without_folders(str(error)),
+            }
         ), 503
     return jsonify(
         {
             "status": "ok",
-            "model": str(holder.model_path),
+            "model": holder.model_path.name,
+            "model_sha256": predictor.model_sha256,
             "image_size": predictor.image_size,
             "threshold": predictor.threshold,
             "uncertain_band": predictor.classifier.uncertain_band,

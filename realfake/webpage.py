@@ -55,6 +55,7 @@ def card_summary(predictor: Predictor) -> dict:
     band = card.get("uncertain_band") if predictor.classifier.uncertain_band else None
     return {
         "model_file": predictor.model_path.name,
+        "model_sha256": predictor.model_sha256,
         "image_size": predictor.image_size,
         "threshold": predictor.threshold,
         "test_time_flip": predictor.test_time_flip,

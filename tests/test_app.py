@@ -105,7 +105,8 @@ def test_health_reports_the_loaded_model(client, saved_model):
     assert response.status_code == 200
     body = response.get_json()
     assert body["status"] == "ok"
-    assert body["model"] == str(saved_model)
+    assert body["model"] == saved_model.name  # the file name only, not the server's folders
+    assert body["model_sha256"] == load_card(saved_model)["model_sha256"]
     assert body["image_size"] == 32 and body["threshold"] == 0.5
     assert body["heatmap_method"].startswith("SmoothGrad")
 

@@ -295,3 +295,42 @@ def test_evaluation_the_app_and_training_reach_probability_through_one_function(
 
     assert realfake.training.probability_fake is inference.probability_fake
     assert "probability_fake" in _calls(PROJECT / "realfake" / "training.py")
+
+
+@pytest.mark.parametrize(
+    ("drop", "message"),
+    [
+        (("model_sha256",), "does not say which model file it describes (no model_sha256)"),
+        (
+            ("model_file", "model_bytes", "model_sha256"),
+            "(no model_file, model_bytes, model_sha256)",
+        ),
+    ],
+)
+def test_a_card_that_does_not_name_its_model_is_refused(drop, message, copied_model):
+    card = json.loads(card_path(copied_model).read_text())
+    text = json.dumps({key: value for key, value in card.items() if key not in drop})
+    card_path(copied_model).write_text(text, encoding="utf-8")
+    with pytest.raises(CardError) as caught:
+        load_card(copied_model)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_an_empty_card_is_refused_beside_a_model(copied_model):
+    card_path(copied_model).write_text("{}", encoding="utf-8")
+    with pytest.raises(CardError, match="does not say which model file it describes"):
+        load_card(copied_model)
+
+
+def test_a_key_given_twice_is_refused_not_silently_the_last(copied_model):
+    text = card_path(copied_model).read_text().rstrip().rstrip("}") + ', "threshold": 0.01}'
+    card_path(copied_model).write_text(text, encoding="utf-8")
+    with pytest.raises(CardError, match='gives the key "threshold" twice'):
+        load_card(copied_model)
+
+
+def test_a_card_that_starts_with_a_byte_order_mark_is_read(copied_model):
+    card = load_card(copied_model)
+    card_path(copied_model).write_text(card_path(copied_model).read_text(), encoding="utf-8-sig")
+    assert card_path(copied_model).read_bytes().startswith(b"\xef\xbb\xbf")
+    assert load_card(copied_model) == card

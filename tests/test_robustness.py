@@ -4,9 +4,13 @@ JSON rows, table, summary and plot, and the seeded JPEG and blur tf ops."""
 
 import io
 import json
+import os
 import shutil
+import subprocess
 import sys
 import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -380,6 +384,59 @@ def test_update_card_writes_the_rows_into_the_card_the_app_reads(
         with pytest.raises(SystemExit) as refused:
             evaluate_model.main([*argv, "--update-card", *extra])
         assert refused.value.code == 2 and message in capsys.readouterr().err
+
+
+def wait_until_read(process: subprocess.Popen, path: Path, timeout: float = 240) -> None:
+    """Return once `process` has opened `path` and closed it again (a model loaded), or ended."""
+    seen = False
+    deadline = time.monotonic() + timeout
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            names = {os.readlink(entry) for entry in Path(f"/proc/{process.pid}/fd").iterdir()}
+        except OSError:  # a descriptor closed while it was listed
+            continue
+        if str(path) in names:
+            seen = True
+        elif seen:
+            return
+        time.sleep(0.002)
+
+
+def test_update_card_refuses_when_another_model_is_put_in_place_during_the_run(
+    saved_model, detail_model, detail_data, tmp_path
+):
+    """A retraining that lands while a long robustness run works must not get the old model's
+    numbers written under its hash, nor lose its own card."""
+    model = tmp_path / "served.h5"
+    shutil.copy(saved_model, model)
+    save_card(model, load_card(saved_model))
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(detail_model, other / "served.h5")
+    save_card(other / "served.h5", load_card(detail_model))
+    other_card = (other / "served.json").read_bytes()
+    command = [
+        sys.executable,
+        str(Path(evaluate_model.__file__).resolve()),
+        *("--model", str(model), "--data", str(detail_data), "--output", str(tmp_path / "e")),
+        *("--robustness", "--update-card", "--quiet"),
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until_read(process, model)
+        assert process.poll() is None, "the evaluation ended before the model could be replaced"
+        os.replace(other / "served.h5", model)  # as training saves: the model, then its card
+        os.replace(other / "served.json", model.with_suffix(".json"))
+        _, stderr = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 1
+    assert stderr.startswith("error: the model file of") and stderr.count("\n") == 1
+    assert "was replaced while it was being evaluated" in stderr
+    assert model.with_suffix(".json").read_bytes() == other_card
+    assert load_classifier(model).threshold == load_card(detail_model)["threshold"]
 
 
 def test_robustness_per_class_must_be_positive(capsys):

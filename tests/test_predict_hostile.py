@@ -1,0 +1,192 @@
+"""Batch prediction under hostile input: special files among the images, names that are not
+UTF-8 or hold line breaks, spreadsheet formulas, two runs on one output, parts of different runs
+merged, closed pipes and full disks."""
+
+# ruff: noqa: F811  (the fixtures imported from test_predict are test parameters here)
+
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import make_tree
+from test_predict import PROJECT, classifier, loaded, read_rows  # noqa: F401  (fixtures)
+
+import predict
+from realfake import batch
+from realfake.fileops import NotRegularFile, read_regular_file
+
+
+def run_predict(argv: list[str], capsys) -> tuple[int, str, str]:
+    code = predict.main([*argv, "--quiet"])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda path: os.mkfifo(path), "a named pipe, not a regular file"),
+        (lambda path: path.symlink_to("/dev/zero"), "a character device, not a regular file"),
+    ],
+    ids=["fifo", "link-to-dev-zero"],
+)
+def test_special_files_named_like_images_get_an_error_row_without_being_read(
+    make, message, classifier, loaded, tmp_path, capsys
+):
+    folder = make_tree(tmp_path / "photos", {"a": 2})
+    special = folder / "a" / "special.png"
+    make(special)
+    # Should a reader open the pipe and wait, a writer that closes at once ends the wait, so a
+    # regression fails this test instead of hanging it.
+    if special.is_fifo():
+        unblock = threading.Timer(60, lambda: os.close(os.open(special, os.O_WRONLY)))
+        unblock.start()
+    output = tmp_path / "scores.csv"
+    code, out, _ = run_predict(
+        [str(folder), "--model", str(classifier.path), "--output", str(output)], capsys
+    )
+    if special.is_fifo():
+        unblock.cancel()
+    assert code == 0
+    rows = {Path(row["path"]).name: row for row in read_rows(output)}
+    assert rows["special.png"]["error"] == f"cannot read: {message}"
+    assert rows["special.png"]["probability_fake"] == ""
+    assert "predicted 2 of 3 images" in out and "1 could not be decoded" in out
+
+
+def test_an_input_file_over_the_size_limit_is_refused_before_it_is_read_whole(tmp_path):
+    path = tmp_path / "big.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(2000))
+    with pytest.raises(NotRegularFile, match="larger than 1,000 bytes"):
+        read_regular_file(path, limit=1000)
+    assert read_regular_file(path, limit=2008) == path.read_bytes()
+
+
+@pytest.mark.parametrize("output_format", ["csv", "jsonl"])
+def test_a_name_that_is_not_utf8_is_written_in_backslash_form(
+    output_format, classifier, loaded, tmp_path, capsys
+):
+    from conftest import write_image
+
+    folder = make_tree(tmp_path / "photos", {"a": 1})
+    odd = Path(os.fsdecode(bytes(folder / "a")) + os.fsdecode(b"/caf\xe9.png"))
+    write_image(odd, seed=3)
+    output = tmp_path / f"scores.{output_format}"
+    argv = [str(folder), "--model", str(classifier.path), "--output", str(output)]
+    for _ in range(2):  # and again over the finished output
+        code, out, err = run_predict(argv, capsys)
+        assert code == 0, err
+        assert "predicted 2 of 2 images" in out
+    paths = [row["path"] for row in batch.read_output(output)[2]]
+    assert paths == [f"{folder}/a/caf\\xe9.png", f"{folder}/a/img_0000.jpg"]
+
+
+def test_a_second_run_on_the_same_output_is_refused_while_the_first_writes(
+    classifier, loaded, tmp_path, capsys
+):
+    folder = make_tree(tmp_path / "photos", {"a": 120, "b": 120}, seed=5)
+    output = tmp_path / "scores.csv"
+    argv = [str(folder), "--model", str(classifier.path), "--output", str(output)]
+    first = subprocess.Popen(
+        [sys.executable, str(PROJECT / "predict.py"), *argv, "--batch-size", "4", "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        partial = batch.partial_path(output)
+        deadline = time.monotonic() + 240
+        while first.poll() is None and time.monotonic() < deadline:
+            if partial.exists() and partial.read_bytes().count(b"\n") >= 2:
+                break  # the first run has written rows
+            time.sleep(0.01)
+        code, _, err = run_predict(argv, capsys)
+        assert first.poll() is None, "the first run ended before the second started"
+        out, first_err = first.communicate(timeout=300)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert code == 1
+    assert err == (
+        f"error: another run is writing {output} (it holds {partial}): wait for it to end, "
+        "or give another --output\n"
+    )
+    assert first.returncode == 0, first_err
+    assert "predicted 240 of 240 images" in out
+    paths = [row["path"] for row in read_rows(output)]
+    assert len(paths) == len(set(paths)) == 240
+    assert not partial.exists()
+
+
+def shards(folder: Path, model: Path, tmp_path: Path, count: int, name: str = "part") -> list:
+    parts = []
+    for index in range(count):
+        part = tmp_path / f"{name}{index}.csv"
+        argv = [str(folder), "--model", str(model), "--shard", f"{index}/{count}"]
+        assert predict.main([*argv, "--output", str(part), "--quiet"]) == 0
+        parts.append(part)
+    return parts
+
+
+def test_merge_refuses_parts_scored_under_different_thresholds(
+    classifier, loaded, tmp_path, capsys
+):
+    from realfake.modelcard import load_card, save_card
+
+    other = tmp_path / "other" / classifier.path.name
+    other.parent.mkdir()
+    shutil.copy(classifier.path, other)
+    save_card(other, {**load_card(classifier.path), "threshold": 0.25})
+    loaded[other] = dataclasses.replace(classifier, path=other, threshold=0.25)
+    folder = make_tree(tmp_path / "photos", {"a": 6, "b": 6})
+    first = shards(folder, classifier.path, tmp_path, 2)[0]
+    second = shards(folder, other, tmp_path, 2, name="other")[1]
+    capsys.readouterr()
+    merged = tmp_path / "merged.csv"
+    code, _, err = run_predict(["--merge", str(merged), str(first), str(second)], capsys)
+    assert code == 1
+    assert err == (
+        f"error: {first} and {second} were made with different settings (threshold): merge only "
+        "parts scored by one model with one command\n"
+    )
+    assert not merged.exists()
+
+
+def test_merge_refuses_a_missing_shard_unless_allowed(classifier, loaded, tmp_path, capsys):
+    folder = make_tree(tmp_path / "photos", {"a": 6, "b": 6})
+    parts = shards(folder, classifier.path, tmp_path, 3)
+    capsys.readouterr()
+    merged = tmp_path / "merged.csv"
+    given = [str(parts[0]), str(parts[2])]
+    code, _, err = run_predict(["--merge", str(merged), *given], capsys)
+    assert code == 1
+    assert err == (
+        "error: missing shard 1/3: merge all 3 parts, or add --allow-partial to merge only these\n"
+    )
+    assert not merged.exists()
+    code, out, _ = run_predict(["--merge", str(merged), *given, "--allow-partial"], capsys)
+    assert code == 0
+    expected = len(read_rows(parts[0])) + len(read_rows(parts[2]))
+    assert f"merged 2 parts: {expected} rows" in out and len(read_rows(merged)) == expected
+
+
+def test_an_output_that_names_an_input_image_is_refused(classifier, loaded, tmp_path, capsys):
+    folder = make_tree(tmp_path / "photos", {"a": 2})
+    image = folder / "a" / "img_0000.jpg"
+    before = image.read_bytes()
+    argv = [str(folder), "--model", str(classifier.path), "--output", str(image)]
+    code, _, err = run_predict(argv, capsys)
+    assert code == 1
+    assert err == (
+        f"error: --output {image} is {image}, one of the files this run reads: give another "
+        "output file\n"
+    )
+    assert image.read_bytes() == before
+    assert not list(image.parent.glob(".img_0000.jpg*"))
