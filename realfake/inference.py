@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from realfake.config import CLASS_NAMES, POSITIVE_CLASS
+from realfake.config import CLASS_NAMES, DEFAULT_BACKBONE, POSITIVE_CLASS
 from realfake.errors import PipelineError
 from realfake.modelcard import (
     CardError,
+    backbone_of,
     card_path,
     load_card,
     model_identity,
@@ -97,6 +98,7 @@ class Classifier:
     threshold: float
     test_time_flip: bool
     uncertain_band: tuple[float, float] | None
+    backbone: str = DEFAULT_BACKBONE
 
     def class_probabilities(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """(n, 2) class probabilities in CLASS_NAMES order under this card (see `forward`)."""
@@ -120,7 +122,8 @@ def load_classifier(model_path: Path, threshold: float | None = None) -> Classif
     """Load a saved classifier and its validated card, or raise ModelUnavailable in one line.
 
     The model's input size is the truth; a card that says otherwise, lists other classes, or
-    records another model file is refused. Without a card: threshold 0.5, the image alone.
+    records another model file is refused. Without a card: threshold 0.5, the image alone. The
+    card's `backbone` (ResNet101 where it has none) names the base layer inside the model.
     `threshold` overrides the card's.
     """
     import keras
@@ -168,6 +171,7 @@ def load_classifier(model_path: Path, threshold: float | None = None) -> Classif
         threshold=float(threshold),
         test_time_flip=uses_test_time_flip(card),
         uncertain_band=band,
+        backbone=backbone_of(card),
     )
 
 
