@@ -154,6 +154,18 @@ def snapshot(root: Path) -> dict[str, bytes]:
     }
 
 
+# What the session collected, before -m or -k deselect anything: the test modules, and the tests
+# marked slow (tests/test_suite.py holds the suite to its limit of slow tests).
+COLLECTED_MODULES = pytest.StashKey[set[Path]]()
+SLOW_TESTS = pytest.StashKey[list[str]]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    config.stash[COLLECTED_MODULES] = {Path(item.path) for item in items}
+    config.stash[SLOW_TESTS] = [item.nodeid for item in items if item.get_closest_marker("slow")]
+
+
 @pytest.fixture
 def image_tree(tmp_path):
     """A factory for class-folder trees of small random images under tmp_path."""

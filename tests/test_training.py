@@ -265,7 +265,7 @@ def resume_reference(tmp_path_factory):
     return data, out
 
 
-@pytest.mark.slow
+@pytest.mark.end_to_end
 @pytest.mark.parametrize(
     "interruption", ["kill-9-after-first-checkpoint", "kill-inside-checkpoint"]
 )
