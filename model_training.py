@@ -112,10 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue an interrupted run from its last finished epoch (same settings)",
     )
     parser.add_argument(
+        "--backbone",
+        choices=config.BACKBONES,
+        default=TrainingConfig.backbone,
+        help="the base network: resnet101 (the reference), resnet50 (faster), resnet152 "
+        "(larger), or tiny (a few thousand weights, for tests and quick demos; --weights none)",
+    )
+    parser.add_argument(
         "--weights",
         default="imagenet",
-        help="initial weights of the ResNet101 base: imagenet (downloaded once), none (random; "
-        "what to use offline), or a path to a ResNet101 no-top weights file",
+        help="initial weights of the base: imagenet (downloaded once), none (random; "
+        "what to use offline), or a path to the backbone's no-top weights file",
     )
     parser.add_argument(
         "--image-size",
@@ -165,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--freeze-base",
         action="store_true",
-        help="keep the ResNet101 base fixed and train only the head (feature extraction)",
+        help="keep the base fixed and train only the head (feature extraction)",
     )
     parser.add_argument(
         "--zero-init-residual",

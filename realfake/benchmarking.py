@@ -13,6 +13,8 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from realfake.config import DEFAULT_BACKBONE
+
 
 def onednn_enabled() -> bool:
     """True when this process's TensorFlow runs its oneDNN (MKL) kernels."""
@@ -103,7 +105,9 @@ def onednn_setting() -> str:
     return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset")
 
 
-def save_untrained_classifier(path: Path, image_size: int = 32, dense_units: int = 256) -> Path:
+def save_untrained_classifier(
+    path: Path, image_size: int = 32, dense_units: int = 256, backbone: str = DEFAULT_BACKBONE
+) -> Path:
     """A randomly initialised classifier saved with a card, as training saves one (threshold 0.5):
     it costs exactly what a trained one does, for benchmarks and test fixtures."""
     from realfake.inference import save_classifier
@@ -113,9 +117,12 @@ def save_untrained_classifier(path: Path, image_size: int = 32, dense_units: int
         "class_names": ["Fake", "Real"],
         "positive_class": "Fake",
         "image_size": image_size,
+        "backbone": backbone,
         "preprocessing": preprocessing_description("none"),
         "weights": "none",
         "threshold": 0.5,
     }
-    model = build_model(image_size=image_size, weights="none", dense_units=dense_units)
+    model = build_model(
+        image_size=image_size, weights="none", dense_units=dense_units, backbone=backbone
+    )
     return save_classifier(model, card, Path(path))

@@ -52,6 +52,12 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", 
 SEED = 42
 IMAGE_SIZE = 32
 
+# The classifier's base network (realfake.model.build_model): ResNet101 is the reference; ResNet50
+# and ResNet152 are faster and larger alternatives with the same head; "tiny" is a small residual
+# net of a few thousand parameters for tests and quick demos.
+BACKBONES = ("resnet50", "resnet101", "resnet152", "tiny")
+DEFAULT_BACKBONE = "resnet101"
+
 # The training-batch augmentations of realfake.data.augmentation_layers and --augment.
 AUGMENTATIONS = ("flip", "flip-shift")
 # Whole-pixel translation: the image padded with 4 black pixels and cropped back at random.

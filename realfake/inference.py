@@ -18,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from realfake.config import CLASS_NAMES, POSITIVE_CLASS
+from realfake.config import CLASS_NAMES, DEFAULT_BACKBONE, POSITIVE_CLASS
 from realfake.errors import PipelineError
 from realfake.modelcard import (
     CardError,
+    backbone_of,
     card_path,
     load_card,
     model_identity,
@@ -123,6 +124,7 @@ class Classifier:
     threshold: float
     test_time_flip: bool
     uncertain_band: tuple[float, float] | None
+    backbone: str = DEFAULT_BACKBONE
 
     @property
     def is_keras(self) -> bool:
@@ -152,7 +154,8 @@ def load_classifier(model_path: Path, threshold: float | None = None) -> Classif
     """Load a saved classifier and its validated card, or raise ModelUnavailable in one line.
 
     The model's input size is the truth; a card that says otherwise, lists other classes, or
-    records another model file is refused. Without a card: threshold 0.5, the image alone.
+    records another model file is refused. Without a card: threshold 0.5, the image alone. The
+    card's `backbone` (ResNet101 where it has none) names the base layer inside the model.
     `threshold` overrides the card's. An `.onnx` model (export_model.py) needs its card, which
     says whether the mirror average is inside its graph; it runs without TensorFlow.
     """
@@ -201,6 +204,7 @@ def load_classifier(model_path: Path, threshold: float | None = None) -> Classif
         threshold=float(threshold),
         test_time_flip=uses_test_time_flip(card),
         uncertain_band=band,
+        backbone=backbone_of(card),
     )
 
 

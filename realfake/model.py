@@ -1,4 +1,8 @@
-"""The classifier, defined once: ResNet101 without its top, then the specified head.
+"""The classifier, defined once: a base network without its top, then the specified head.
+
+The base is a parameter (`backbone`): Keras's ResNet101 (the reference), ResNet50 or ResNet152,
+or "tiny", a small residual net of a few thousand parameters built from the same kinds of layers,
+for tests and quick demos. The base is nested in the model as one layer named after its backbone.
 
 Preprocessing lives inside the model, so every caller feeds raw 0-255 RGB pixels, and the saved
 model uses only built-in Keras layers (it loads with plain `keras.models.load_model`).
@@ -10,50 +14,116 @@ from pathlib import Path
 import keras
 from keras import layers
 
-from realfake.config import CLASS_NAMES, IMAGE_SIZE
+from realfake.config import BACKBONES, CLASS_NAMES, DEFAULT_BACKBONE, IMAGE_SIZE
 from realfake.errors import PipelineError
 
 # ResNet's `preprocess_input` ("caffe" mode) flips RGB to BGR and subtracts these means (BGR order).
 IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)
-BASE_NAME = "resnet101"
+# The reference backbone, and so the name of the base layer inside the reference model.
+BASE_NAME = DEFAULT_BACKBONE
 # The last batch norm of each residual branch: conv2_block1_3_bn ... conv5_block3_3_bn.
 RESIDUAL_BRANCH_END = re.compile(r"conv\d_block\d+_3_bn")
+# The Keras application behind each ResNet backbone, and the name messages use for each backbone.
+RESNETS = {"resnet50": "ResNet50", "resnet101": "ResNet101", "resnet152": "ResNet152"}
+DISPLAY_NAMES = {**RESNETS, "tiny": "the tiny residual net"}
+# Side of the smallest input: every base halves it five times.
+MIN_IMAGE_SIZE = 32
+# The tiny base's stages as (channels, stride): with its stem's two halvings the input is halved
+# five times, as in ResNet, so its feature map has ResNet's side at every input size.
+TINY_STAGES = ((8, 1), (8, 2), (16, 2), (16, 2))
 
 
-IMAGENET_WEIGHTS_FILE = "resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5"
-OFFLINE_MESSAGE = (
-    "cannot download the ImageNet weights for ResNet101 (no internet?): use --weights none to "
-    f"train from scratch, or --weights PATH with a local copy of {IMAGENET_WEIGHTS_FILE}"
-)
+def imagenet_weights_file(backbone: str = DEFAULT_BACKBONE) -> str:
+    """The file name of Keras's ImageNet weights without top for a ResNet backbone."""
+    return f"{backbone}_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
 
-def imagenet_weights_path() -> Path:
-    """Keras's ResNet101 ImageNet weights without top: the cached file, downloaded once."""
+def offline_message(backbone: str = DEFAULT_BACKBONE) -> str:
+    """What to do when the ImageNet weights of `backbone` cannot be downloaded."""
+    return (
+        f"cannot download the ImageNet weights for {RESNETS[backbone]} (no internet?): use "
+        "--weights none to train from scratch, or --weights PATH with a local copy of "
+        f"{imagenet_weights_file(backbone)}"
+    )
+
+
+def check_backbone(backbone: str, weights: str = "none") -> None:
+    """Refuse an unknown backbone, and pretrained weights for one that has none."""
+    if backbone not in BACKBONES:
+        raise PipelineError(f"unknown backbone {backbone}: choose {', '.join(BACKBONES)}")
+    if backbone not in RESNETS and weights != "none":
+        raise PipelineError(
+            f"the {backbone} backbone has no pretrained weights: use --weights none"
+        )
+
+
+def imagenet_weights_path(backbone: str = DEFAULT_BACKBONE) -> Path:
+    """Keras's ImageNet weights without top for a ResNet backbone: the cached file, downloaded
+    once."""
     from keras.src.applications.resnet import BASE_WEIGHTS_PATH, WEIGHTS_HASHES
 
+    check_backbone(backbone, "imagenet")
     try:
         return Path(
             keras.utils.get_file(
-                IMAGENET_WEIGHTS_FILE,
-                BASE_WEIGHTS_PATH + IMAGENET_WEIGHTS_FILE,
+                imagenet_weights_file(backbone),
+                BASE_WEIGHTS_PATH + imagenet_weights_file(backbone),
                 cache_subdir="models",
-                file_hash=WEIGHTS_HASHES["resnet101"][1],
+                file_hash=WEIGHTS_HASHES[backbone][1],
             )
         )
     except Exception:  # no network surfaces as several exception types
-        raise PipelineError(OFFLINE_MESSAGE) from None
+        raise PipelineError(offline_message(backbone)) from None
 
 
-def _imagenet_base(image_size: int, weights: str) -> keras.Model:
-    """ResNet101 without top, loaded with ImageNet weights or a local weights file."""
+def _resnet_base(backbone: str, image_size: int, weights: str | None) -> keras.Model:
+    """A Keras ResNet without top: random (weights None), ImageNet, or a local weights file."""
+    application = getattr(keras.applications, RESNETS[backbone])
     try:
-        return keras.applications.ResNet101(
+        return application(
             include_top=False, weights=weights, input_shape=(image_size, image_size, 3)
         )
     except Exception as error:  # download failures surface as several exception types
+        if weights is None:
+            raise
         if weights != "imagenet":
-            raise PipelineError(f"cannot load ResNet101 weights from {weights}: {error}") from None
-        raise PipelineError(OFFLINE_MESSAGE) from None
+            raise PipelineError(
+                f"cannot load {RESNETS[backbone]} weights from {weights}: {error}"
+            ) from None
+        raise PipelineError(offline_message(backbone)) from None
+
+
+def _tiny_block(x, channels: int, stride: int, name: str):
+    """A bottleneck residual block named as ResNet names its blocks (its last batch norm is
+    `<name>_3_bn`), with a projection shortcut where the shape changes."""
+    shortcut = x
+    if stride != 1 or x.shape[-1] != channels:
+        shortcut = layers.Conv2D(channels, 1, strides=stride, name=f"{name}_0_conv")(x)
+        shortcut = layers.BatchNormalization(name=f"{name}_0_bn")(shortcut)
+    width = channels // 2
+    y = layers.Conv2D(width, 1, strides=stride, name=f"{name}_1_conv")(x)
+    y = layers.BatchNormalization(name=f"{name}_1_bn")(y)
+    y = layers.Activation("relu", name=f"{name}_1_relu")(y)
+    y = layers.Conv2D(width, 3, padding="same", name=f"{name}_2_conv")(y)
+    y = layers.BatchNormalization(name=f"{name}_2_bn")(y)
+    y = layers.Activation("relu", name=f"{name}_2_relu")(y)
+    y = layers.Conv2D(channels, 1, name=f"{name}_3_conv")(y)
+    y = layers.BatchNormalization(name=f"{name}_3_bn")(y)
+    y = layers.Add(name=f"{name}_add")([shortcut, y])
+    return layers.Activation("relu", name=f"{name}_out")(y)
+
+
+def _tiny_base(image_size: int) -> keras.Model:
+    """ResNet's shape in miniature: a strided stem, max pooling, then one bottleneck block per
+    stage, so that batch norm, residual branches and the feature map behave as in the real one."""
+    inputs = keras.Input(shape=(image_size, image_size, 3))
+    x = layers.Conv2D(8, 3, strides=2, padding="same", name="conv1_conv")(inputs)
+    x = layers.BatchNormalization(name="conv1_bn")(x)
+    x = layers.Activation("relu", name="conv1_relu")(x)
+    x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1_pool")(x)
+    for stage, (channels, stride) in enumerate(TINY_STAGES, start=2):
+        x = _tiny_block(x, channels, stride, name=f"conv{stage}_block1")
+    return keras.Model(inputs, x, name="tiny")
 
 
 def preprocessing_description(weights: str) -> str:
@@ -72,13 +142,15 @@ def build_model(
     noise_stddev: float = 0.1,
     freeze_base: bool = False,
     zero_init_residual: bool = False,
+    backbone: str = DEFAULT_BACKBONE,
 ) -> keras.Model:
-    """Build the uncompiled ResNet101 classifier.
+    """Build the uncompiled classifier: the backbone's base, then the head.
 
     Args:
-        image_size: side of the square RGB input; ResNet101 accepts 32 and up.
-        weights: "none" (random initialisation), "imagenet", or a path to a ResNet101 weights
-            file without top (ImageNet preprocessing is then used).
+        image_size: side of the square RGB input; every backbone accepts 32 and up.
+        weights: "none" (random initialisation), "imagenet", or a path to the ResNet backbone's
+            weights file without top (ImageNet preprocessing is then used); "tiny" has only
+            "none".
         dense_units: width of the ReLU layer in the head.
         l2: L2 regularization factor of that layer's kernel.
         dropout: dropout rate after it.
@@ -87,9 +159,14 @@ def build_model(
         freeze_base: keep the base's weights fixed (feature extraction).
         zero_init_residual: start the last batch-norm scale (gamma) of every residual branch at
             zero, so each block begins as the identity (Goyal et al., 2017); random weights only.
+        backbone: one of config.BACKBONES; the base layer inside the model carries its name.
     """
-    if image_size < 32:
-        raise PipelineError(f"image size {image_size} is too small: ResNet101 needs at least 32")
+    check_backbone(backbone, weights)
+    name = DISPLAY_NAMES[backbone]
+    if image_size < MIN_IMAGE_SIZE:
+        raise PipelineError(
+            f"image size {image_size} is too small: {name} needs at least {MIN_IMAGE_SIZE}"
+        )
     if weights != "none" and weights != "imagenet" and not Path(weights).is_file():
         raise PipelineError(f"weights file not found: {weights}")
 
@@ -97,16 +174,17 @@ def build_model(
     if zero_init_residual and weights != "none":
         raise PipelineError("zero-initialised residual branches need --weights none")
     if weights == "none":
-        base = keras.applications.ResNet101(
-            include_top=False, weights=None, input_shape=(image_size, image_size, 3)
-        )
+        if backbone in RESNETS:
+            base = _resnet_base(backbone, image_size, None)
+        else:
+            base = _tiny_base(image_size)
         if zero_init_residual:
             for layer in base.layers:
                 if RESIDUAL_BRANCH_END.fullmatch(layer.name):
                     layer.gamma.assign(keras.ops.zeros_like(layer.gamma))
         x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess")(inputs)
     else:
-        base = _imagenet_base(image_size, weights)
+        base = _resnet_base(backbone, image_size, weights)
         # The RGB->BGR flip of preprocess_input is folded into conv1's kernel (its input channels
         # reversed), which is exact and leaves only a per-channel mean subtraction to do here.
         conv1 = base.get_layer("conv1_conv")
@@ -114,7 +192,7 @@ def build_model(
         x = layers.Normalization(
             mean=list(reversed(IMAGENET_MEAN_BGR)), variance=[1.0, 1.0, 1.0], name="preprocess"
         )(inputs)
-    base.name = BASE_NAME
+    base.name = backbone
     base.trainable = not freeze_base
 
     x = base(x)
@@ -130,4 +208,4 @@ def build_model(
     outputs = layers.Dense(
         len(CLASS_NAMES), activation="softmax", dtype="float32", name="predictions"
     )(x)
-    return keras.Model(inputs, outputs, name="ai_real_image_classifier_resnet101")
+    return keras.Model(inputs, outputs, name=f"ai_real_image_classifier_{backbone}")

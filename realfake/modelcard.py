@@ -5,6 +5,8 @@ Keys written by training (readers tolerate missing optional ones, and ignore key
     positive_class    "Fake"
     image_size        side of the square input, in pixels
     preprocessing     how raw pixels are mapped inside the model
+    backbone          the base network: "resnet101" (the reference; assumed when absent),
+                      "resnet50", "resnet152" or "tiny"
     weights           "none", "imagenet" or the weights file used to initialise the base
     threshold         the model says Fake when probability_fake >= threshold (chosen on validation)
     uncertain_band    {"low", "high", "rule"}: P(Fake) in [low, high] is shown as uncertain
@@ -39,7 +41,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from realfake.config import CLASS_NAMES, POSITIVE_CLASS
+from realfake.config import BACKBONES, CLASS_NAMES, DEFAULT_BACKBONE, POSITIVE_CLASS
 from realfake.errors import PipelineError
 from realfake.fileops import atomic_write_text, file_digest
 
@@ -121,6 +123,11 @@ def update_card(model_path: Path, loaded_card: dict, identity: dict, changes: di
 def uses_test_time_flip(card: dict | None) -> bool:
     """Whether predictions under this card average each image with its mirror image."""
     return bool((card or {}).get("test_time_flip", False))
+
+
+def backbone_of(card: dict | None) -> str:
+    """The base network a card names; cards written before it was recorded are ResNet101's."""
+    return (card or {}).get("backbone", DEFAULT_BACKBONE)
 
 
 def load_card(model_path: Path, *, check_model: bool = True) -> dict | None:
@@ -238,6 +245,7 @@ SCHEMA: dict[str, tuple[Callable[[object], bool], str]] = {
     "training_data": (_is_count_table, 'an object of counts, e.g. {"train": {"Fake": 10}}'),
     "test_metrics": (_is_metrics, "an object of numbers"),
     "validation_metrics": (_is_metrics, "an object of numbers"),
+    "backbone": (lambda v: v in BACKBONES, "one of " + ", ".join(BACKBONES)),
     "weights": (lambda v: isinstance(v, str), "a string"),
     "preprocessing": (lambda v: isinstance(v, str), "a string"),
     "created": (lambda v: isinstance(v, str), "a string"),

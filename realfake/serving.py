@@ -195,12 +195,11 @@ class Predictor:
 
         import tensorflow as tf
 
-        from realfake.model import BASE_NAME
-
-        self._front, self._base, self._head = _split_at_base(model)
+        self._front, self._base, self._head = _split_at_base(model, self.classifier.backbone)
         self.feature_side = self._feature_side()
         self.heatmap_method = (
-            f"Grad-CAM on the {self.feature_side}x{self.feature_side} map of {BASE_NAME}'s "
+            f"Grad-CAM on the {self.feature_side}x{self.feature_side} map of "
+            f"{self.classifier.backbone}'s "
             "last block"
             if self.feature_side >= GRAD_CAM_MIN_SIDE
             else f"SmoothGrad saliency ({smoothgrad_samples} noisy copies, gradient at the input)"
@@ -294,18 +293,17 @@ def no_heatmap_reason(card: dict) -> str:
     )
 
 
-def _split_at_base(model):
+def _split_at_base(model, base_name: str):
     """The model as front (preprocessing), base and head callables, or (None, None, None).
 
     Grad-CAM needs the base's feature map inside the graph; the saved model is a straight chain
-    around the nested base, so its outer layers are replayed in order on either side of it.
+    around the nested base (the layer named after the card's backbone), so its outer layers are
+    replayed in order on either side of it.
     """
-    from realfake.model import BASE_NAME
-
     layer_names = [layer.name for layer in model.layers]
-    if BASE_NAME not in layer_names:
+    if base_name not in layer_names:
         return None, None, None
-    position = layer_names.index(BASE_NAME)
+    position = layer_names.index(base_name)
     front_layers = [layer for layer in model.layers[1:position]]
     head_layers = list(model.layers[position + 1 :])
 

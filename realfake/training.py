@@ -31,7 +31,7 @@ from realfake.checkpoint import (
     restore_model,
     save_checkpoint,
 )
-from realfake.config import CLASS_NAMES, POSITIVE_CLASS
+from realfake.config import CLASS_NAMES, DEFAULT_BACKBONE, POSITIVE_CLASS
 from realfake.errors import PipelineError
 from realfake.fileops import atomic_write_text
 from realfake.inference import FAKE_INDEX, probability_fake, save_classifier
@@ -232,7 +232,9 @@ def checkpoint_to_resume(config: TrainingConfig, settings: dict):
         raise PipelineError(
             f"nothing to resume: no checkpoint in {checkpoint_dir}; run without --resume"
         )
-    differences = settings_differences(found[0].settings, settings)
+    # Checkpoints written before the backbone was a setting are ResNet101's.
+    saved = {"backbone": DEFAULT_BACKBONE, **found[0].settings}
+    differences = settings_differences(saved, settings)
     if differences:
         raise PipelineError(
             "--resume needs the interrupted run's settings; these differ: "
@@ -241,26 +243,28 @@ def checkpoint_to_resume(config: TrainingConfig, settings: dict):
     return found
 
 
-def base_weights(weights: str) -> str:
+def base_weights(weights: str, backbone: str = DEFAULT_BACKBONE) -> str:
     """What build_model should load: ImageNet weights become the local file (downloaded once),
-    so that a missing network fails now, in one line, not after minutes of decoding."""
+    so that a missing network or a backbone without such weights fails now, in one line, not
+    after minutes of decoding."""
+    from realfake.model import check_backbone, imagenet_weights_path
+
+    check_backbone(backbone, weights)
     if weights != "imagenet":
         return weights
-    from realfake.model import imagenet_weights_path
-
-    return str(imagenet_weights_path())
+    return str(imagenet_weights_path(backbone))
 
 
 def prepare(config: TrainingConfig) -> TrainingRun:
     """Check the resume policy and the weights, decode the splits, build and compile the model
     and, when resuming, restore everything the checkpoint holds."""
     from realfake.data import check_split_folders, load_splits
-    from realfake.model import build_model
+    from realfake.model import DISPLAY_NAMES, build_model
 
     settings = run_settings(config)
     found = checkpoint_to_resume(config, settings)
     check_split_folders(config.data)
-    weights = base_weights(config.weights)
+    weights = base_weights(config.weights, config.backbone)
 
     keras.utils.set_random_seed(config.seed)
     say(f"decoding the images of {config.data} at {config.image_size}x{config.image_size}")
@@ -275,7 +279,7 @@ def prepare(config: TrainingConfig) -> TrainingRun:
         )
     )
     steps_per_epoch = -(-len(splits["train"]) // config.batch_size)
-    say(f"building ResNet101 (weights: {config.weights}) and its head")
+    say(f"building {DISPLAY_NAMES[config.backbone]} (weights: {config.weights}) and its head")
     strategy = select_strategy(config.strategy)
     with strategy.scope():
         model = build_model(
@@ -285,6 +289,7 @@ def prepare(config: TrainingConfig) -> TrainingRun:
             l2=config.l2,
             freeze_base=config.freeze_base,
             zero_init_residual=config.zero_init_residual,
+            backbone=config.backbone,
         )
         total_steps = steps_per_epoch * config.epochs
         compile_model(
@@ -442,6 +447,7 @@ def score_and_report(run: TrainingRun) -> dict:
         "class_names": list(CLASS_NAMES),
         "positive_class": POSITIVE_CLASS,
         "image_size": config.image_size,
+        "backbone": config.backbone,
         "preprocessing": preprocessing_description(config.weights),
         "weights": config.weights,
         "threshold": threshold,

@@ -78,6 +78,7 @@ class TrainingConfig:
     metrics_dir: Path = config.METRICS_DIR
     checkpoint_dir: Path = CHECKPOINT_DIR
     resume: bool = False
+    backbone: str = config.DEFAULT_BACKBONE
     weights: str = "imagenet"
     image_size: int = config.IMAGE_SIZE
     batch_size: int = 32
@@ -116,7 +117,7 @@ class TrainingConfig:
 # The settings that must match for --resume to continue a run (paths, resume, scoring and
 # display settings may change between the two).
 RUN_SETTINGS = (
-    "data", "weights", "image_size", "batch_size", "epochs", "learning_rate",
+    "data", "backbone", "weights", "image_size", "batch_size", "epochs", "learning_rate",
     "end_learning_rate", "decay_power", "dense_units", "l2", "seed", "limit_per_class",
     "freeze_base", "augment", "grace_epochs", "patience", "bn_batches", "warmup_fraction",
     "zero_init_residual", "robustness_probability", "label_smoothing", "weight_decay",

@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny generated images and folder trees; nothing here reads real datasets."""
+"""Shared fixtures: tiny generated images and folder trees, and one tiny classifier for the
+session; nothing here reads real datasets."""
 
 import os
 import signal
@@ -153,6 +154,18 @@ def snapshot(root: Path) -> dict[str, bytes]:
     }
 
 
+# What the session collected, before -m or -k deselect anything: the test modules, and the tests
+# marked slow (tests/test_suite.py holds the suite to its limit of slow tests).
+COLLECTED_MODULES = pytest.StashKey[set[Path]]()
+SLOW_TESTS = pytest.StashKey[list[str]]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    config.stash[COLLECTED_MODULES] = {Path(item.path) for item in items}
+    config.stash[SLOW_TESTS] = [item.nodeid for item in items if item.get_closest_marker("slow")]
+
+
 @pytest.fixture
 def image_tree(tmp_path):
     """A factory for class-folder trees of small random images under tmp_path."""
@@ -172,14 +185,57 @@ def cifake_sample_archive() -> Path:
     return Path(path)
 
 
+# The session's classifier: the tiny backbone (a few thousand weights) with the specified head.
+# Only tests whose subject is the ResNet101 itself build that one, and they are marked slow.
+TINY_BACKBONE = "tiny"
+TINY_DENSE_UNITS = 16
+LABELLED_COUNTS = {"train": 8, "validation": 6, "test": 6}
+
+
+def labelled_split_tree(root: Path, counts: dict[str, int] = LABELLED_COUNTS, seed: int = 0):
+    """root/{train,validation,test}/{Fake,Real} of small random JPEGs, `counts[split]` per class."""
+    return make_tree(
+        root,
+        {f"{split}/{cls}": n for split, n in counts.items() for cls in ("Fake", "Real")},
+        seed=seed,
+    )
+
+
 @pytest.fixture(scope="session")
 def saved_model(tmp_path_factory) -> Path:
-    """An untrained classifier saved as .h5 with a model card, made once per test session."""
+    """The tiny classifier, untrained, saved as .h5 with the card an untrained model gets
+    (threshold 0.5, no metrics), made once per test session."""
     from realfake.benchmarking import save_untrained_classifier
 
     return save_untrained_classifier(
-        tmp_path_factory.mktemp("model") / "classifier.h5", dense_units=16
+        tmp_path_factory.mktemp("model") / "classifier.h5",
+        dense_units=TINY_DENSE_UNITS,
+        backbone=TINY_BACKBONE,
     )
+
+
+@pytest.fixture(scope="session")
+def labelled_tree(tmp_path_factory) -> Path:
+    """A tiny labelled tree, data/{train,validation,test}/{Fake,Real}, made once per session."""
+    return labelled_split_tree(tmp_path_factory.mktemp("labelled") / "data")
+
+
+@pytest.fixture(scope="session")
+def trained_model(labelled_tree, tmp_path_factory) -> Path:
+    """The tiny classifier trained for one epoch on `labelled_tree` by model_training.py: the
+    model and the full card training writes (threshold, band, metrics), made once per session."""
+    import model_training
+
+    root = tmp_path_factory.mktemp("trained")
+    model_path = root / "model.h5"
+    argv = [
+        "--data", str(labelled_tree), "--backbone", TINY_BACKBONE, "--weights", "none",
+        "--epochs", "1", "--batch-size", "4", "--dense-units", str(TINY_DENSE_UNITS),
+        "--model", str(model_path), "--metrics-dir", str(root / "metrics"),
+        "--checkpoint-dir", str(root / "checkpoint"), "--quiet",
+    ]  # fmt: skip
+    assert model_training.main(argv) == 0
+    return model_path
 
 
 @pytest.fixture(scope="session")

@@ -500,15 +500,17 @@ def test_smoothgrad_saliency_at_small_input(app):
     assert heatmap.values.std() > 0.05  # a map with structure, not a flat field
 
 
-@pytest.mark.slow
 def test_grad_cam_at_large_input(tmp_path):
-    from realfake.model import build_model
+    """At 224 pixels the base's map is 7x7 (for the tiny backbone as for ResNet101), found by
+    the card's backbone."""
+    from realfake.benchmarking import save_untrained_classifier
 
-    model_path = tmp_path / "large.h5"
-    build_model(image_size=224, weights="none", dense_units=16).save(model_path)
+    model_path = save_untrained_classifier(
+        tmp_path / "large.h5", image_size=224, dense_units=16, backbone="tiny"
+    )
     predictor = Predictor(model_path, smoothgrad_samples=2)
     assert predictor.feature_side == 7
-    assert predictor.heatmap_method.startswith("Grad-CAM")
+    assert predictor.heatmap_method == "Grad-CAM on the 7x7 map of tiny's last block"
     pixels = random_pixels(71, 224, 224)
     # The replayed chain that Grad-CAM differentiates is the model itself.
     replay = predictor._head(predictor._base(predictor._front(pixels[None].astype(np.float32))))
@@ -586,7 +588,7 @@ def test_flask_command_line_finds_the_factory_and_env_settings(monkeypatch, tmp_
     assert loaded.test_client().get("/health").status_code == 503
 
 
-@pytest.mark.slow
+@pytest.mark.end_to_end
 def test_gunicorn_serves_the_factory(app, saved_model, tmp_path):
     """The README's production command, on a free loopback port, answers as the model does."""
     import http.client

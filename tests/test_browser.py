@@ -21,7 +21,7 @@ from realfake.inference import Prediction
 from realfake.webapp import EXTENSION, create_app
 from realfake.webpage import DECLARED_AI_HEADLINE, VERDICTS
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.end_to_end
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [

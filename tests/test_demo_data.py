@@ -93,7 +93,7 @@ def test_fake_images_carry_a_learnable_artifact(members):
     assert accuracy >= 0.9, (accuracy, np.median(fake), np.median(real))
 
 
-@pytest.mark.slow
+@pytest.mark.end_to_end
 def test_demo_archives_run_through_every_data_stage(tmp_path, monkeypatch, capsys):
     """What `make demo-data` does, twice: the second run changes nothing. The split stages write
     to demo_* folders, so that a model's card says it learned from the synthetic demo."""

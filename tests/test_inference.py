@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_tree
 
 import app as app_script
 import evaluate_model
@@ -41,6 +40,10 @@ BAD_CARDS = [
     ('{"training_data": {"train": {"Fake": -1}}}', "training_data must be an object of counts"),
     ('{"test_time_flip": "yes"}', 'test_time_flip must be true or false, not "yes"'),
     ('{"class_names": ["Real", "Fake"]}', "class_names must be the list ['Fake', 'Real']"),
+    (
+        '{"backbone": "resnet18"}',
+        'backbone must be one of resnet50, resnet101, resnet152, tiny, not "resnet18"',
+    ),
     (
         '{"threshold": 0.9, "uncertain_band": {"low": 0.1, "high": 0.2}}',
         "must contain the threshold 0.9",
@@ -79,7 +82,7 @@ def test_a_card_left_from_another_model_is_refused_naming_both_files(copied_mode
     """The case of a run killed between writing its model and its card: old card, new model."""
     from realfake.model import build_model
 
-    other = build_model(image_size=32, weights="none", dense_units=8)
+    other = build_model(image_size=32, weights="none", dense_units=8, backbone="tiny")
     other.save(copied_model)  # a different model under the old card
     with pytest.raises(inference.ModelUnavailable) as caught:
         inference.load_classifier(copied_model)
@@ -92,7 +95,7 @@ def test_save_classifier_writes_the_model_first_and_a_card_that_names_it(saved_m
     from realfake.fileops import file_digest
     from realfake.model import build_model
 
-    model = build_model(image_size=32, weights="none", dense_units=8)
+    model = build_model(image_size=32, weights="none", dense_units=8, backbone="tiny")
     path = tmp_path / "out" / "model.h5"
     inference.save_classifier(model, {"threshold": 0.25, "image_size": 32}, path)
     card = json.loads(card_path(path).read_text())
@@ -109,7 +112,7 @@ def test_a_kill_while_the_model_is_written_leaves_the_previous_model_and_card(
     from realfake.model import build_model
 
     before = copied_model.read_bytes(), card_path(copied_model).read_bytes()
-    model = build_model(image_size=32, weights="none", dense_units=8)
+    model = build_model(image_size=32, weights="none", dense_units=8, backbone="tiny")
 
     def dies_midway(self, path, *args, **kwargs):
         Path(path).write_bytes(b"\x89HDF\r\n half a model")
@@ -127,7 +130,7 @@ def test_a_kill_between_the_model_and_its_card_is_caught_by_every_reader(
 ):
     from realfake.model import build_model
 
-    model = build_model(image_size=32, weights="none", dense_units=8)
+    model = build_model(image_size=32, weights="none", dense_units=8, backbone="tiny")
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
@@ -218,27 +221,26 @@ def test_training_writes_a_band_that_holds_its_threshold(trained_card):
 
 
 @pytest.fixture(scope="module")
-def trained_card(tmp_path_factory):
-    """The card of a 1-epoch run of a tiny model on a tiny tree."""
-    import model_training
+def trained_card(trained_model):
+    """The card of the session's 1-epoch run of the tiny model on the tiny tree."""
+    return load_card(trained_model)
 
-    root = tmp_path_factory.mktemp("train")
-    data = make_tree(
-        root / "data",
-        {
-            f"{split}/{cls}": 6
-            for split in ("train", "validation", "test")
-            for cls in ("Fake", "Real")
-        },
-    )
-    model_path = root / "model.h5"
-    argv = [
-        "--data", str(data), "--weights", "none", "--epochs", "1", "--batch-size", "4",
-        "--image-size", "32", "--dense-units", "4", "--model-path", str(model_path),
-        "--metrics-dir", str(root / "metrics"), "--checkpoint-dir", str(root / "ckpt"), "--quiet",
-    ]  # fmt: skip
-    assert model_training.main(argv) == 0
-    return load_card(model_path)
+
+def test_training_records_the_backbone_and_the_loader_needs_nothing_else(trained_model):
+    card = load_card(trained_model)
+    assert card["backbone"] == card["settings"]["backbone"] == "tiny"
+    classifier = inference.load_classifier(trained_model)
+    assert classifier.backbone == "tiny"
+    assert classifier.probability_fake(np.zeros((1, 32, 32, 3), np.uint8)).shape == (1,)
+
+
+def test_a_card_without_a_backbone_is_read_as_resnet101s(copied_model):
+    """Cards written before the backbone was recorded describe the reference ResNet101."""
+    card = load_card(copied_model)
+    assert inference.load_classifier(copied_model).backbone == card["backbone"] == "tiny"
+    del card["backbone"]
+    save_card(copied_model, card)
+    assert inference.load_classifier(copied_model).backbone == "resnet101"
 
 
 def _python_sources() -> list[Path]:

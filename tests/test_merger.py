@@ -269,7 +269,7 @@ def test_a_deleted_split_is_rebuilt_identically(interim, tmp_path, clean_merge):
     assert (tmp_path / "data" / "test" / STAMP_NAME).is_file()
 
 
-@pytest.mark.slow
+@pytest.mark.end_to_end
 def test_kill_9_midway_then_rerun_matches(tmp_path):
     """A real SIGKILL of the merge script at two moments, each followed by a re-run."""
     root = Path(__file__).resolve().parent.parent

@@ -314,7 +314,7 @@ def test_a_partial_output_of_other_settings_is_discarded_not_continued(
     assert output.read_bytes() == reference
 
 
-@pytest.mark.slow
+@pytest.mark.end_to_end
 def test_kill_9_and_run_again_gives_the_rows_of_an_uninterrupted_run(
     saved_model, classifier, tmp_path
 ):

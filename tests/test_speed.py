@@ -156,13 +156,18 @@ def test_forward_flops_counts_convolutions_and_dense_layers():
 
 
 def test_forward_flops_of_the_project_model_scale_with_pixels():
+    """On the tiny backbone (ResNet101's own count, about 0.31 GFLOPs per 32x32 image, is checked
+    with the reference model in test_model.py)."""
     from realfake.model import build_model
 
-    small = benchmarking.forward_flops(build_model(image_size=32))
-    assert 0.30e9 < small < 0.33e9
-    assert benchmarking.forward_flops(build_model(image_size=64)) == pytest.approx(
-        4 * small, rel=0.01
-    )
+    def flops(side):
+        return benchmarking.forward_flops(
+            build_model(image_size=side, dense_units=16, backbone="tiny")
+        )
+
+    small = flops(32)
+    assert 1e5 < small < 1e6
+    assert flops(64) == pytest.approx(4 * small, rel=0.01)
 
 
 def test_matmul_peak_is_a_plausible_rate():

@@ -331,7 +331,7 @@ def test_real_cifake_sample_archive(cifake_sample_archive, tmp_path, monkeypatch
     assert all(data in raw_contents for files in merged.values() for data in files.values())
 
 
-@pytest.mark.slow
+@pytest.mark.end_to_end
 def test_kill_9_midway_then_rerun_matches(tmp_path):
     """A real SIGKILL of data_split_d2.py at two moments, each followed by a re-run."""
     source = make_tree(

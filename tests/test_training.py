@@ -1,5 +1,6 @@
 """The training stage: the stopping callback on scripted logs, batch-norm re-estimation, resuming
-after kill -9, usage errors, and one tiny end-to-end run of the real model."""
+after kill -9, usage errors, runs of the tiny backbone, and one end-to-end run of the reference
+ResNet101."""
 
 import csv
 import json
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_tree
+from conftest import TINY_BACKBONE, labelled_split_tree, make_tree
 
 import realfake  # noqa: F401  (before TensorFlow)
 
@@ -22,16 +23,11 @@ SPLIT_COUNTS = {"train": 16, "validation": 4, "test": 4}
 
 def split_tree(root: Path, counts: dict[str, int] = SPLIT_COUNTS, seed: int = 0) -> Path:
     """data/{train,validation,test}/{Fake,Real} of small random JPEGs."""
-    return make_tree(
-        root,
-        {f"{split}/{cls}": n for split, n in counts.items() for cls in ("Fake", "Real")},
-        seed=seed,
-    )
+    return labelled_split_tree(root, counts, seed)
 
 
-def tiny_model(image_size=32, **unused):
-    """A small conv net with batch norm, standing in for ResNet101 where only the training
-    machinery is under test."""
+def one_batch_norm_model(image_size=32):
+    """A conv layer and one batch norm, whose statistics a test can compute by hand."""
     import keras
 
     inputs = keras.Input((image_size, image_size, 3))
@@ -128,7 +124,7 @@ def test_batch_norm_statistics_are_reestimated_from_training_batches():
 
     from realfake.callbacks import batch_norm_layers, recalibrate_batch_norm
 
-    model = tiny_model()
+    model = one_batch_norm_model()
     batch_norm = batch_norm_layers(model)[0]
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, size=(24, 32, 32, 3)).astype(np.float32)
@@ -151,20 +147,8 @@ def test_batch_norm_statistics_are_reestimated_from_training_batches():
     assert recalibrate_batch_norm(model, batches, 0) == 0
 
 
-def tiny_resnet(include_top=False, weights=None, input_shape=(32, 32, 3), **unused):
-    """A small conv base with batch norm standing in for keras.applications.ResNet101, so that
-    build_model's real head (GaussianNoise, Dropout and their random generators) is trained."""
-    import keras
-
-    inputs = keras.Input(input_shape)
-    x = keras.layers.Conv2D(4, 3, strides=4)(inputs)
-    x = keras.layers.BatchNormalization()(x)
-    x = keras.layers.Activation("relu")(x)
-    return keras.Model(inputs, x)
-
-
-# Runs model_training.main with the tiny base. After each epoch's callbacks (the checkpoint
-# included) it writes the marker file epoch-<k> and sleeps EPOCH_SLEEP seconds; with
+# Runs model_training.main (training_args choose the tiny backbone). After each epoch's callbacks
+# (the checkpoint included) it writes the marker file epoch-<k> and sleeps EPOCH_SLEEP seconds; with
 # KILL_AT_REPLACE=k it kills itself with SIGKILL right after the first file or folder renamed
 # into the checkpoint folder in epoch k, between that write and whatever follows it.
 RUNNER = """
@@ -172,9 +156,7 @@ import os, signal, sys, time
 sys.path.insert(0, {tests!r})
 import realfake
 import keras
-from test_training import tiny_resnet
 
-keras.applications.ResNet101 = tiny_resnet
 markers = os.environ["EPOCH_MARKERS"]
 kill_epoch = int(os.environ.get("KILL_AT_REPLACE", "-1"))
 checkpoint_dir = os.path.abspath(sys.argv[sys.argv.index("--checkpoint-dir") + 1])
@@ -209,8 +191,11 @@ sys.exit(model_training.main(sys.argv[1:]))
 
 
 def training_args(data: Path, out: Path, epochs: int = 6) -> list[str]:
+    """A short run of the tiny backbone (its real head: GaussianNoise, Dropout and their random
+    generators are trained too)."""
     return [
-        "--data", str(data), "--weights", "none", "--epochs", str(epochs), "--batch-size", "8",
+        "--data", str(data), "--backbone", TINY_BACKBONE, "--weights", "none",
+        "--epochs", str(epochs), "--batch-size", "8",
         "--grace-epochs", "100", "--patience", "100", "--bn-batches", "2", "--quiet",
         "--model-path", str(out / "model.h5"), "--metrics-dir", str(out / "metrics"),
         "--checkpoint-dir", str(out / "checkpoint"),
@@ -285,7 +270,7 @@ def resume_reference(tmp_path_factory):
     return data, out
 
 
-@pytest.mark.slow
+@pytest.mark.end_to_end
 @pytest.mark.parametrize(
     "interruption", ["kill-9-after-first-checkpoint", "kill-inside-checkpoint"]
 )
@@ -358,6 +343,41 @@ def test_resume_with_other_settings_is_refused(tmp_path, capsys):
         "--batch-size, --l2\n"  # fmt: skip
 
 
+def test_a_checkpoint_from_before_the_backbone_setting_is_resnet101s(tmp_path, capsys):
+    """Checkpoints written before --backbone existed hold no backbone: they continue only as
+    ResNet101 runs."""
+    import model_training
+    from realfake.training_config import TrainingConfig, run_settings
+
+    data = split_tree(tmp_path / "data", {"train": 2, "validation": 1, "test": 1})
+    argv = training_args(data, tmp_path / "out")
+    interrupted = TrainingConfig.from_mapping(model_training.build_parser().parse_args(argv))
+    settings = run_settings(interrupted)
+    del settings["backbone"]
+    checkpoint = tmp_path / "out" / "checkpoint" / "epoch-0002"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "state.json").write_text(json.dumps({"epoch": 1, "settings": settings}))
+    np.savez(checkpoint / "random.npz")
+    assert model_training.main([*argv, "--resume", "--l2", "0.5"]) == 1
+    assert capsys.readouterr().err.endswith("these differ: --backbone, --l2\n")
+    argv[argv.index("--backbone") + 1] = "resnet101"
+    assert model_training.main([*argv, "--resume", "--l2", "0.5"]) == 1
+    assert capsys.readouterr().err.endswith("these differ: --l2\n")
+
+
+def test_the_tiny_backbone_without_weights_none_fails_in_one_line_before_any_decoding(
+    tmp_path, capsys
+):
+    import model_training
+
+    data = split_tree(tmp_path / "data", {"train": 1, "validation": 1, "test": 1})
+    argv = training_args(data, tmp_path / "out")
+    argv[argv.index("--weights") + 1] = "imagenet"
+    assert model_training.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err == "error: the tiny backbone has no pretrained weights: use --weights none\n"
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -366,6 +386,7 @@ def test_resume_with_other_settings_is_refused(tmp_path, capsys):
         (["--limit-per-class", "0"], "--limit-per-class must be at least 1"),
         (["--strategy", "tpu"], "invalid choice"),
         (["--augment", "rotate"], "invalid choice"),
+        (["--backbone", "resnet18"], "invalid choice: 'resnet18'"),
     ],
 )
 def test_usage_errors(argv, message, capsys):
@@ -390,15 +411,15 @@ def test_architecture_plot_warns_without_graphviz(tmp_path, monkeypatch, capsys)
     from realfake.metrics import plot_architecture
 
     monkeypatch.setenv("PATH", str(tmp_path))  # no `dot` here
-    assert plot_architecture(tiny_model(), tmp_path / "model_architecture.png") is None
+    assert plot_architecture(one_batch_norm_model(), tmp_path / "model_architecture.png") is None
     assert not (tmp_path / "model_architecture.png").exists()
     err = capsys.readouterr().err
     assert err.startswith("warning: model_architecture.png not drawn") and "graphviz" in err
 
 
 @pytest.mark.slow
-def test_tiny_end_to_end_run_writes_every_output(tmp_path, capsys):
-    """The real ResNet101, one epoch on a few images: every file, the card, and evaluation."""
+def test_reference_end_to_end_run_writes_every_output(tmp_path, capsys):
+    """The reference ResNet101, one epoch on a few images: every file, the card, and evaluation."""
     import evaluate_model
     import model_training
 
@@ -437,6 +458,7 @@ def test_tiny_end_to_end_run_writes_every_output(tmp_path, capsys):
     card = json.loads(model_path.with_suffix(".json").read_text())
     assert card["class_names"] == ["Fake", "Real"] and card["positive_class"] == "Fake"
     assert card["image_size"] == 32 and card["weights"] == "none"
+    assert card["backbone"] == "resnet101" and card["settings"]["backbone"] == "resnet101"
     assert card["training_data"] == {
         "train": {"Fake": 8, "Real": 8},
         "validation": {"Fake": 4, "Real": 4},
@@ -593,13 +615,11 @@ def test_a_finished_checkpoint_is_rescored_with_test_time_flip_without_training(
     import keras
 
     import model_training
-    import realfake.model
     import realfake.training as training
     from realfake.data import load_split
     from realfake.inference import probability_fake
     from realfake.metrics import choose_threshold, classification_metrics
 
-    monkeypatch.setattr(realfake.model, "build_model", tiny_model)
     monkeypatch.setattr(training, "clear_checkpoint", lambda directory: None)  # keep it
     data = split_tree(tmp_path / "data", {"train": 8, "validation": 6, "test": 6})
     out = tmp_path / "out"
@@ -679,20 +699,16 @@ def test_progress_lines_come_every_interval_with_images_rate_and_loss():
     ]
 
 
-def test_training_says_what_it_does_and_prints_progress_when_not_a_terminal(
-    tmp_path, monkeypatch, capsys
-):
+def test_training_says_what_it_does_and_prints_progress_when_not_a_terminal(tmp_path, capsys):
     import model_training
-    import realfake.model
 
-    monkeypatch.setattr(realfake.model, "build_model", tiny_model)
     data = split_tree(tmp_path / "data", {"train": 8, "validation": 2, "test": 2})
     argv = [*training_args(data, tmp_path / "out", epochs=2), "--progress-seconds", "0.001"]
     argv.remove("--quiet")
     assert model_training.main(argv) == 0
     err = capsys.readouterr().err
     assert f"decoding the images of {data} at 32x32" in err
-    assert "building ResNet101 (weights: none)" in err
+    assert "building the tiny residual net (weights: none) and its head" in err
     for line in ("epoch 1/2: 8/16 images", "epoch 1/2: 16/16 images", "epoch 2/2: 16/16 images"):
         assert line in err
     assert err.index("decoding") < err.index("building") < err.index("epoch 1/2: 8/16 images")
@@ -774,8 +790,8 @@ def test_offline_imagenet_weights_fail_in_one_line_before_any_decoding(
     monkeypatch.setattr(realfake.data, "load_splits", decoding)
     data = split_tree(tmp_path / "data", {"train": 1, "validation": 1, "test": 1})
     argv = training_args(data, tmp_path / "out")
-    argv.remove("--weights")
-    argv.remove("none")
+    for flag in ("--weights", "none", "--backbone", TINY_BACKBONE):  # ResNet101, from ImageNet
+        argv.remove(flag)
     assert model_training.main(argv) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: cannot download the ImageNet weights")

@@ -231,7 +231,7 @@ def test_killed_extraction_reruns_to_the_uninterrupted_result(
     assert not (tmp_path / ".raw.partial").exists()
 
 
-@pytest.mark.slow
+@pytest.mark.end_to_end
 def test_kill_9_midway_then_rerun_matches(tmp_path):
     """A real SIGKILL at two moments of an extraction, each followed by a re-run."""
     path = tmp_path / "many.zip"
