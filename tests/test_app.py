@@ -1179,10 +1179,9 @@ def test_favicon_is_served(client):
     assert client.get(icon.group(1)).status_code == 200
 
 
-def test_a_loaded_model_is_kept_when_its_file_changes(tmp_path, saved_model):
-    """As ModelHolder says: only a model that failed to load is looked for again."""
-    import os
-
+def test_a_loaded_model_is_kept_until_its_file_or_card_is_replaced(tmp_path, saved_model):
+    """As ModelHolder says: the same files give the same loaded model, request after request; a
+    card (or model) written again is loaded again, so no process serves a replaced model."""
     model_path = tmp_path / "kept.h5"
     shutil.copy(saved_model, model_path)
     save_card(model_path, {**load_card(saved_model), "threshold": 0.25})
@@ -1190,7 +1189,8 @@ def test_a_loaded_model_is_kept_when_its_file_changes(tmp_path, saved_model):
     client = kept_app.test_client()
     assert client.get("/health").get_json()["threshold"] == 0.25
     predictor = kept_app.extensions[EXTENSION].get()
-    os.utime(model_path, ns=(1, 1))  # as if written again, by another training run
-    save_card(model_path, {**load_card(saved_model), "threshold": 0.75})
     assert client.get("/health").get_json()["threshold"] == 0.25
-    assert kept_app.extensions[EXTENSION].get() is predictor
+    assert kept_app.extensions[EXTENSION].get() is predictor  # not loaded again
+    save_card(model_path, {**load_card(saved_model), "threshold": 0.75})
+    assert client.get("/health").get_json()["threshold"] == 0.75
+    assert kept_app.extensions[EXTENSION].get() is not predictor
