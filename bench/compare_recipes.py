@@ -19,10 +19,10 @@ An interrupted comparison continues where it stopped when run again with the sam
 finished runs are read, and an interrupted run resumes from its last finished epoch.
 
 Examples:
-    # the one-epoch optimizer table of README "Results" (about 20 minutes on 2 cores)
+    # the one-epoch optimizer table of docs/results.md (about 20 minutes on 2 cores)
     .venv/bin/python bench/compare_recipes.py --data cifake/data --limit-per-class 12000 \
         --recipes defaults warmup-zero-init warmup-zero-init-augment warmup-zero-init-flip
-    # the robustness proxies of README "Robustness" (two epochs on 12,000 images each)
+    # the robustness proxies of docs/robustness.md (two epochs on 12,000 images each)
     .venv/bin/python bench/compare_recipes.py --data cifake/data --limit-per-class 6000 \
         --epochs 2 --robustness-per-class 500 --work-dir runs/proxies
 """

@@ -130,7 +130,7 @@ def run_settings(training_config: TrainingConfig) -> dict:
     return {name: str(getattr(training_config, name)) for name in RUN_SETTINGS}
 
 
-# The first reference CIFAKE model of README "Results": from scratch, 9 epochs of 32x32 images
+# The first reference CIFAKE model of docs/results.md: from scratch, 9 epochs of 32x32 images
 # with mirror-image augmentation, a short warm-up and a linear decay to 0, scored with the
 # test-time flip (about two hours on 2 CPU cores). Explicit flags override any of these values.
 CIFAKE_V1 = {
