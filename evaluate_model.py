@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--batch-size",
         type=int,
-        default=64,
+        default=config.INFERENCE_BATCH_SIZE,
         help="images per prediction batch (default: %(default)s)",
     )
     parser.add_argument(

@@ -26,7 +26,7 @@ from realfake.cli import (
     require_at_least_one,
 )
 from realfake.errors import PipelineError
-from realfake.training_config import CHECKPOINT_DIR, RECIPES, TrainingConfig, parse_augment
+from realfake.training_config import RECIPES, TrainingConfig, parse_augment
 
 EXAMPLES = """examples:
   python model_training.py --recipe cifake                  the reference CIFAKE model (~2 h)
@@ -34,6 +34,10 @@ EXAMPLES = """examples:
   python model_training.py --weights none --epochs 4 --limit-per-class 200   a quick try
   python model_training.py --recipe cifake --resume         continue after an interruption
 """
+
+
+# Every flag's default is the TrainingConfig field it fills: one place for each default.
+DEFAULTS = TrainingConfig()
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -78,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--data",
         type=Path,
-        default=config.DATA_DIR,
+        default=DEFAULTS.data,
         help="folder holding train/, validation/ and test/, each with Fake/ and Real/",
     )
     parser.add_argument(
@@ -86,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="model_path",
         type=Path,
         metavar="PATH",
-        default=config.MODEL_PATH,
+        default=DEFAULTS.model_path,
         help="where to save the trained model (.h5); the model card goes beside it (.json)",
     )
     # The earlier name, still accepted; --model is the one name every script uses.
@@ -97,13 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--metrics-dir",
         type=Path,
-        default=config.METRICS_DIR,
+        default=DEFAULTS.metrics_dir,
         help="folder for the training log, plots and test metrics",
     )
     parser.add_argument(
         "--checkpoint-dir",
         type=Path,
-        default=CHECKPOINT_DIR,
+        default=DEFAULTS.checkpoint_dir,
         help="folder for per-epoch checkpoints used by --resume",
     )
     parser.add_argument(
@@ -114,59 +118,70 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--backbone",
         choices=config.BACKBONES,
-        default=TrainingConfig.backbone,
+        default=DEFAULTS.backbone,
         help="the base network: resnet101 (the reference), resnet50 (faster), resnet152 "
         "(larger), or tiny (a few thousand weights, for tests and quick demos; --weights none)",
     )
     parser.add_argument(
         "--weights",
-        default="imagenet",
+        default=DEFAULTS.weights,
         help="initial weights of the base: imagenet (downloaded once), none (random; "
         "what to use offline), or a path to the backbone's no-top weights file",
     )
     parser.add_argument(
         "--image-size",
         type=int,
-        default=config.IMAGE_SIZE,
+        default=DEFAULTS.image_size,
         help="side in pixels images are resized to (CIFAKE is 32; 32 and up)",
     )
-    parser.add_argument("--batch-size", type=int, default=32, help="images per training step")
+    parser.add_argument(
+        "--batch-size", type=int, default=DEFAULTS.batch_size, help="images per training step"
+    )
     parser.add_argument(
         "--epochs",
         type=int,
-        default=60,
+        default=DEFAULTS.epochs,
         help="most epochs to train; the stopping callbacks usually end training earlier",
     )
     parser.add_argument(
-        "--learning-rate", type=float, default=1e-3, help="Adam's initial learning rate"
+        "--learning-rate",
+        type=float,
+        default=DEFAULTS.learning_rate,
+        help="Adam's initial learning rate",
     )
     parser.add_argument(
         "--end-learning-rate",
         type=float,
-        default=1e-5,
+        default=DEFAULTS.end_learning_rate,
         help="learning rate reached at the last planned step (polynomial decay)",
     )
     parser.add_argument(
-        "--decay-power", type=float, default=2.0, help="power of the polynomial decay"
+        "--decay-power",
+        type=float,
+        default=DEFAULTS.decay_power,
+        help="power of the polynomial decay",
     )
     parser.add_argument(
         "--warmup-fraction",
         type=float,
-        default=0.0,
+        default=DEFAULTS.warmup_fraction,
         help="fraction of the planned steps over which the learning rate first rises linearly "
         "from near 0 (the polynomial decay then runs over the rest)",
     )
     parser.add_argument(
-        "--dense-units", type=int, default=256, help="width of the ReLU dense layer in the head"
+        "--dense-units",
+        type=int,
+        default=DEFAULTS.dense_units,
+        help="width of the ReLU dense layer in the head",
     )
     parser.add_argument(
-        "--l2", type=float, default=1e-4, help="L2 regularization factor of that layer"
+        "--l2", type=float, default=DEFAULTS.l2, help="L2 regularization factor of that layer"
     )
-    parser.add_argument("--seed", type=int, default=config.SEED, help="random seed")
+    parser.add_argument("--seed", type=int, default=DEFAULTS.seed, help="random seed")
     parser.add_argument(
         "--limit-per-class",
         type=int,
-        default=None,
+        default=DEFAULTS.limit_per_class,
         help="use at most N images per class and split, for quick runs (default: all)",
     )
     parser.add_argument(
@@ -184,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--augment",
         nargs="?",
         const="flip-shift",
-        default=None,
+        default=DEFAULTS.augment,
         type=augmentation_names,
         help="random transforms of training batches, comma-separated: flip (horizontal mirror "
         "images, pixel values kept) or flip-shift (also shifts of up to 10%%, resampled), and "
@@ -197,27 +212,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--robustness-probability",
         type=float,
-        default=0.1,
+        default=DEFAULTS.robustness_probability,
         help="chance that --augment jpeg re-encodes a training image, and apart from it that "
-        "--augment blur blurs one (default: 0.1)",
+        "--augment blur blurs one",
     )
     parser.add_argument(
         "--label-smoothing",
         type=float,
-        default=0.0,
+        default=DEFAULTS.label_smoothing,
         help="move the training targets from 0 and 1 towards each other by half this value",
     )
     parser.add_argument(
         "--weight-decay",
         type=float,
-        default=0.0,
+        default=DEFAULTS.weight_decay,
         help="decoupled weight decay (AdamW): each step shrinks every kernel by learning rate x "
         "this; 0 is plain Adam",
     )
     parser.add_argument(
         "--ema-momentum",
         type=float,
-        default=0.0,
+        default=DEFAULTS.ema_momentum,
         help="keep an exponential moving average of the weights with this momentum (e.g. 0.999) "
         "and validate, keep and save the average, its batch-norm statistics re-estimated; "
         "0 turns it off",
@@ -232,19 +247,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--grace-epochs",
         type=int,
-        default=3,
+        default=DEFAULTS.grace_epochs,
         help="epochs before training may stop because validation loss exceeds training loss",
     )
     parser.add_argument(
         "--patience",
         type=int,
-        default=10,
+        default=DEFAULTS.patience,
         help="early stopping: epochs without a lower validation loss before stopping",
     )
     parser.add_argument(
         "--bn-batches",
         type=int,
-        default=50,
+        default=DEFAULTS.bn_batches,
         help="training batches used to re-estimate batch-norm statistics before every "
         "validation (0 turns it off)",
     )
@@ -258,13 +273,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--strategy",
         choices=("auto", "default", "mirrored"),
-        default="auto",
+        default=DEFAULTS.strategy,
         help="tf.distribute strategy: auto uses mirrored when several GPUs are visible",
     )
     parser.add_argument(
         "--progress-seconds",
         type=float,
-        default=60.0,
+        default=DEFAULTS.progress_seconds,
         help="when output is not a terminal, print a progress line this often during an epoch",
     )
     add_quiet_argument(parser)

@@ -73,9 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--batch-size",
         type=int,
-        default=64,
+        default=config.INFERENCE_BATCH_SIZE,
         help="images per model batch; the last is padded to this size, so a file is scored by "
-        "the same kernels in a whole run, a shard or a continued run (default: 64)",
+        "the same kernels in a whole run, a shard or a continued run (default: %(default)s)",
     )
     parser.add_argument(
         "--shard",

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from realfake.config import INFERENCE_BATCH_SIZE
 from realfake.errors import PipelineError
 from realfake.images import is_image_name, load_rgb
 from realfake.inference import size_notice
@@ -703,7 +704,7 @@ class PredictConfig:
     model: Path
     output: Path | None = None
     output_format: str | None = None
-    batch_size: int = 64
+    batch_size: int = INFERENCE_BATCH_SIZE
     shard: tuple[int, int] | None = None
     submission: Path | None = None
     provenance: bool = True

@@ -51,6 +51,8 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", 
 
 SEED = 42
 IMAGE_SIZE = 32
+# Images per forward pass when scoring (evaluation, batch prediction, the app).
+INFERENCE_BATCH_SIZE = 64
 
 # The classifier's base network (realfake.model.build_model): ResNet101 is the reference; ResNet50
 # and ResNet152 are faster and larger alternatives with the same head; "tiny" is a small residual

@@ -18,7 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from realfake.config import CLASS_NAMES, DEFAULT_BACKBONE, POSITIVE_CLASS
+from realfake.config import (
+    CLASS_NAMES,
+    DEFAULT_BACKBONE,
+    INFERENCE_BATCH_SIZE,
+    POSITIVE_CLASS,
+)
 from realfake.errors import PipelineError
 from realfake.modelcard import (
     CardError,
@@ -132,15 +137,21 @@ class Classifier:
         an export run by another runtime."""
         return not isinstance(self.model, OnnxModel)
 
-    def class_probabilities(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    def class_probabilities(
+        self, images: np.ndarray, batch_size: int = INFERENCE_BATCH_SIZE
+    ) -> np.ndarray:
         """(n, 2) class probabilities in CLASS_NAMES order under this card (see `forward`)."""
         return class_probabilities(self.model, images, self.test_time_flip, batch_size)
 
-    def probability_fake(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    def probability_fake(
+        self, images: np.ndarray, batch_size: int = INFERENCE_BATCH_SIZE
+    ) -> np.ndarray:
         """P(Fake) for a batch of decoded (n, side, side, 3) images, under this card."""
         return self.class_probabilities(images, batch_size)[:, FAKE_INDEX]
 
-    def predictions(self, images: np.ndarray, batch_size: int = 64) -> list[Prediction]:
+    def predictions(
+        self, images: np.ndarray, batch_size: int = INFERENCE_BATCH_SIZE
+    ) -> list[Prediction]:
         """One Prediction per image."""
         return [
             Prediction(
@@ -300,7 +311,7 @@ def forward(model, test_time_flip: bool):
 
 
 def class_probabilities(
-    model, images: np.ndarray, test_time_flip: bool = False, batch_size: int = 64
+    model, images: np.ndarray, test_time_flip: bool = False, batch_size: int = INFERENCE_BATCH_SIZE
 ) -> np.ndarray:
     """(n, 2) class probabilities (float64) of a batch of raw RGB pixels, `batch_size` at a time."""
     images = np.asarray(images)
@@ -323,7 +334,7 @@ def class_probabilities(
 
 
 def probability_fake(
-    model, images: np.ndarray, test_time_flip: bool = False, batch_size: int = 64
+    model, images: np.ndarray, test_time_flip: bool = False, batch_size: int = INFERENCE_BATCH_SIZE
 ) -> np.ndarray:
     """P(Fake) of a batch of raw RGB pixels (uint8 or float), with the card's test-time flip."""
     return class_probabilities(model, images, test_time_flip, batch_size)[:, FAKE_INDEX]

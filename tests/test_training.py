@@ -926,3 +926,20 @@ def test_the_weight_average_is_validated_and_kept_while_training_goes_on_from_th
     for value, trained in zip(seen["continued"], seen["trained"], strict=True):
         np.testing.assert_array_equal(value, trained)  # training goes on from its own weights
     np.testing.assert_array_equal(stopper.best_weights[0], seen["average"][0])  # kept: the average
+
+
+def test_every_training_flag_takes_its_default_from_the_training_config():
+    import argparse
+    from dataclasses import fields
+
+    import model_training
+    from realfake.training_config import TrainingConfig
+
+    defaults = TrainingConfig()
+    names = {field.name for field in fields(TrainingConfig)}
+    checked = 0
+    for action in model_training.build_parser()._actions:
+        if action.dest in names and action.default is not argparse.SUPPRESS:
+            assert action.default == getattr(defaults, action.dest), action.dest
+            checked += 1
+    assert checked >= len(names) - 2  # every field has its flag (--resume's default included)
