@@ -116,7 +116,8 @@ def test_training_with_fast_path_matches_stock_and_saves_plain(tmp_path):
 
 
 def test_fast_path_leaves_gpu_and_other_optimizers_alone(monkeypatch):
-    model = _small_model(seed=0)
+    # Not seed 0: a global seed of 0 makes later tf.data shuffles with tensor seeds fail.
+    model = _small_model(seed=1)
     model.compile(optimizer=keras.optimizers.SGD(1e-2), loss="categorical_crossentropy")
     assert speed.apply_fast_path(model) is False
     assert type(model.optimizer) is keras.optimizers.SGD
