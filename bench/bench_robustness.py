@@ -80,7 +80,7 @@ def bench_augment(images, batch_size: int, rounds: int) -> list[dict]:
     import numpy as np
     import tensorflow as tf
 
-    from realfake.robustness import augment_for_robustness
+    from realfake.batch_augmentation import augment_for_robustness
 
     labels = np.zeros(len(images), np.int64)
 
@@ -134,7 +134,8 @@ def bench_report(args, folder: Path) -> dict:
 
     from realfake.data import load_split
     from realfake.inference import load_classifier
-    from realfake.robustness import perturb, perturbations, robustness_report
+    from realfake.perturbations import perturb, perturbations
+    from realfake.robustness import robustness_report
 
     classifier = load_classifier(args.model or untrained_model(folder))
     if args.data is not None:

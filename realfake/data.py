@@ -6,14 +6,18 @@ from pathlib import Path
 
 import numpy as np
 
-from realfake.config import AUGMENTATIONS, CLASS_NAMES, ROBUSTNESS_AUGMENTATIONS, SEED, SPLITS
+from realfake.batch_augmentation import (
+    augment_batch,
+    augment_for_robustness,
+    augmentation_layers,
+    pad_and_crop,
+)
+from realfake.config import CLASS_NAMES, ROBUSTNESS_AUGMENTATIONS, SEED, SPLITS
 from realfake.errors import PipelineError
 from realfake.images import list_images, load_rgb
 from realfake.layout import class_folders
 from realfake.progress import progress
 from realfake.training_config import parse_augment
-
-CROP_PADDING = 4  # pixels, as CIFAR training pads (He et al. 2016)
 
 
 @dataclass
@@ -123,73 +127,6 @@ def one_hot(labels: np.ndarray) -> np.ndarray:
     return np.eye(len(CLASS_NAMES), dtype=np.float32)[labels]
 
 
-def augmentation_layers(mode: str = "flip-shift", seed: int = SEED):
-    """The random transforms applied to training batches only (not part of the model).
-
-    `flip`: horizontal mirror images, which keep every pixel value, so the fine traces that tell
-    generated images apart survive. `flip-shift` adds shifts of up to 10%, whose sub-pixel
-    resampling blurs those traces.
-    """
-    from keras import layers
-
-    if mode not in AUGMENTATIONS:
-        raise PipelineError(f"unknown augmentation {mode}: choose {' or '.join(AUGMENTATIONS)}")
-    transforms = [layers.RandomFlip("horizontal", seed=seed)]
-    if mode == "flip-shift":
-        transforms.append(layers.RandomTranslation(0.1, 0.1, fill_mode="reflect", seed=seed + 1))
-    return transforms
-
-
-def augment_batch(images, transforms, seed):
-    """Apply the `augmentation_layers` transforms to one batch with random draws made from the
-    stateless seed `seed` (two integers), so the same (run seed, epoch, batch) always gets the
-    same flips and shifts.
-
-    Keras's layers draw from a generator whose state lives in the input pipeline: it restarts
-    with every process (a resumed run would augment differently) and parallel batches race for
-    it. So the draws are made here and the layers only apply them (`transform_images`).
-    """
-    import tensorflow as tf
-
-    count = tf.shape(images)[0]
-    flip_seed, height_seed, width_seed = tf.unstack(
-        tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=3)
-    )
-    mirrored = tf.random.stateless_uniform([count], seed=flip_seed) < 0.5  # RandomFlip
-    images = tf.where(mirrored[:, None, None, None], tf.image.flip_left_right(images), images)
-    for shift in transforms[1:]:  # RandomTranslation: fractions of the height and the width
-        height, width = (tf.cast(tf.shape(images)[axis], tf.float32) for axis in (1, 2))
-        down = tf.random.stateless_uniform(
-            [count, 1], height_seed, minval=shift.height_lower, maxval=shift.height_upper
-        )
-        right = tf.random.stateless_uniform(
-            [count, 1], width_seed, minval=shift.width_lower, maxval=shift.width_upper
-        )
-        translations = tf.concat([right * width, down * height], axis=1)  # Keras's (x, y) order
-        images = shift.transform_images(
-            images, {"translations": translations, "input_shape": tf.shape(images)}, training=True
-        )
-    return images
-
-
-def pad_and_crop(images, seed, padding: int = CROP_PADDING):
-    """A batch (n, h, w, c) with each image shifted by whole pixels: padded with `padding` black
-    pixels on every side and cropped back to h x w at an offset drawn from the stateless `seed`
-    (two integers). No pixel is resampled, so the fine traces of a generator survive."""
-    import tensorflow as tf
-
-    count = tf.shape(images)[0]
-    height, width = images.shape[1], images.shape[2]
-    row_seed, column_seed = tf.unstack(
-        tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=2)
-    )
-    top = tf.random.stateless_uniform([count, 1], row_seed, 0, 2 * padding + 1, dtype=tf.int32)
-    left = tf.random.stateless_uniform([count, 1], column_seed, 0, 2 * padding + 1, dtype=tf.int32)
-    padded = tf.pad(images, [[0, 0], [padding, padding], [padding, padding], [0, 0]])
-    rows = tf.gather(padded, top + tf.range(height)[None], axis=1, batch_dims=1)
-    return tf.gather(rows, left + tf.range(width)[None], axis=2, batch_dims=1)
-
-
 def make_dataset(
     split: Split,
     batch_size: int,
@@ -207,7 +144,7 @@ def make_dataset(
     one would have seen. Without it, one pass in file order. `augment` names the training-batch
     transforms, comma-separated (`realfake.training_config.parse_augment`): at most one of
     `augmentation_layers`' modes, `crop` (`pad_and_crop`), and `jpeg`, `blur` and `downscale`
-    (`realfake.robustness.augment_for_robustness`, each image with its family's probability,
+    (`realfake.batch_augmentation.augment_for_robustness`, each image with its family's probability,
     `robustness_probability` where none is written); all drawn per (seed, epoch, batch)
     likewise. None: none.
     """
@@ -230,7 +167,6 @@ def make_dataset(
         ordered = examples.shuffle(len(split), seed=order_seed) if shuffle else examples
         batches = ordered.batch(batch_size)
         if jpeg or blur or downscale:
-            from realfake.robustness import augment_for_robustness
 
             def degrade(index, batch):  # on the uint8 pixels, as a messenger or a site would
                 images, *rest = batch

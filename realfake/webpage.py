@@ -15,8 +15,8 @@ import numpy as np
 from PIL import Image
 
 from realfake.inference import Prediction, size_notice
+from realfake.perturbations import CLEAN, FAMILIES, format_level
 from realfake.provenance import Provenance
-from realfake.robustness import CLEAN, FAMILIES, format_level
 from realfake.serving import Predictor
 
 # Images are shown in a square frame of this many pixels, the heatmap on the same frame.

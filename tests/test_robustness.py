@@ -18,11 +18,11 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 
 import evaluate_model
-from realfake import robustness
+from realfake import batch_augmentation, perturbations, robustness
 from realfake.inference import load_classifier
 from realfake.metrics import choose_threshold, classification_metrics
 from realfake.modelcard import load_card, save_card
-from realfake.robustness import Perturbation
+from realfake.perturbations import Perturbation
 
 ROW_FIELDS = {
     "family",
@@ -62,7 +62,7 @@ def high_frequency_energy(images: np.ndarray) -> np.ndarray:
 
 
 def test_the_rows_are_clean_then_each_family_mild_to_severe():
-    described = [row.describe() for row in robustness.perturbations(32)]
+    described = [row.describe() for row in perturbations.perturbations(32)]
     assert described == [
         "clean",
         *(f"JPEG quality {q}" for q in (95, 90, 75, 60, 40, 25, 10)),
@@ -71,19 +71,19 @@ def test_the_rows_are_clean_then_each_family_mild_to_severe():
         *(f"down-scale to {side} px" for side in (24, 16, 12)),
     ]
     # A 16-pixel model cannot be down-scaled to 24 or 16 pixels.
-    small = [row for row in robustness.perturbations(16) if row.family == "downscale"]
+    small = [row for row in perturbations.perturbations(16) if row.family == "downscale"]
     assert [row.level for row in small] == [12]
 
 
 def test_jpeg_loses_more_at_lower_quality_and_is_deterministic(tmp_path):
     images = textured_images(6)
-    q95, q10 = robustness.jpeg(images, 95), robustness.jpeg(images, 10)
+    q95, q10 = perturbations.jpeg(images, 95), perturbations.jpeg(images, 10)
     assert q95.shape == images.shape and q95.dtype == np.uint8
     assert not np.array_equal(q10, q95)
     error_95 = np.abs(q95.astype(int) - images).mean()
     error_10 = np.abs(q10.astype(int) - images).mean()
     assert 0 < error_95 < error_10
-    np.testing.assert_array_equal(robustness.jpeg(images, 10), q10)
+    np.testing.assert_array_equal(perturbations.jpeg(images, 10), q10)
     # The same as saving a JPEG file with Pillow at that quality and reading it back.
     Image.fromarray(images[2]).save(path := tmp_path / "q10.jpg", quality=10)
     with Image.open(path) as reread:
@@ -94,9 +94,9 @@ def test_blur_is_a_gaussian_of_that_sigma_and_lowers_high_frequency_energy():
     images = textured_images(4)
     energies = [high_frequency_energy(images)]
     for sigma in (0.5, 1.0, 1.5, 2.0):
-        blurred = robustness.blur(images, sigma)
+        blurred = perturbations.blur(images, sigma)
         assert blurred.shape == images.shape and blurred.dtype == np.uint8
-        np.testing.assert_array_equal(robustness.blur(images, sigma), blurred)
+        np.testing.assert_array_equal(perturbations.blur(images, sigma), blurred)
         # scipy's exact Gaussian, cut at three sigmas with mirrored edges, to within rounding.
         reference = gaussian_filter(
             images.astype(np.float64), (0, sigma, sigma, 0), mode="reflect", truncate=3.0
@@ -105,25 +105,25 @@ def test_blur_is_a_gaussian_of_that_sigma_and_lowers_high_frequency_energy():
         energies.append(high_frequency_energy(blurred))
     energies = np.array(energies)
     assert np.all(np.diff(energies, axis=0) < 0)  # every image, every step
-    np.testing.assert_array_equal(robustness.blur(images, 0.0), images)
+    np.testing.assert_array_equal(perturbations.blur(images, 0.0), images)
 
 
 def test_noise_has_the_given_standard_deviation_clipped_and_seeded_per_image():
     grey = np.full((8, 32, 32, 3), 128, dtype=np.uint8)
     for sigma in (2, 4, 8, 16):
-        noisy = robustness.gaussian_noise(grey, sigma)
+        noisy = perturbations.gaussian_noise(grey, sigma)
         difference = noisy.astype(np.float64) - 128
         assert difference.std() == pytest.approx(sigma, rel=0.03)
         assert abs(difference.mean()) < 0.05 * sigma
-        np.testing.assert_array_equal(robustness.gaussian_noise(grey, sigma), noisy)
-    noisy = robustness.gaussian_noise(grey, 8)
+        np.testing.assert_array_equal(perturbations.gaussian_noise(grey, sigma), noisy)
+    noisy = perturbations.gaussian_noise(grey, 8)
     assert not np.array_equal(noisy[0], noisy[1])  # each image has its own noise
     # Image k's noise depends on k and the level alone, not on the rest of the batch.
-    np.testing.assert_array_equal(robustness.gaussian_noise(grey[:3], 8), noisy[:3])
-    assert not np.array_equal(robustness.gaussian_noise(grey, 8, seed=7), noisy)
+    np.testing.assert_array_equal(perturbations.gaussian_noise(grey[:3], 8), noisy[:3])
+    assert not np.array_equal(perturbations.gaussian_noise(grey, 8, seed=7), noisy)
 
     white = np.full((8, 32, 32, 3), 255, dtype=np.uint8)
-    clipped = robustness.gaussian_noise(white, 16)
+    clipped = perturbations.gaussian_noise(white, 16)
     assert clipped.dtype == np.uint8
     # Values pushed above 255 stay at 255 instead of wrapping round to dark pixels.
     assert np.mean(clipped == 255) == pytest.approx(0.5, abs=0.03)
@@ -134,22 +134,22 @@ def test_downscale_returns_the_input_size_with_less_detail():
     images = textured_images(4)
     previous = high_frequency_energy(images)
     for side in (24, 16, 12):
-        scaled = robustness.downscale(images, side)
+        scaled = perturbations.downscale(images, side)
         assert scaled.shape == images.shape and scaled.dtype == np.uint8
-        np.testing.assert_array_equal(robustness.downscale(images, side), scaled)
+        np.testing.assert_array_equal(perturbations.downscale(images, side), scaled)
         energy = high_frequency_energy(scaled)
         assert np.all(energy < previous)
         previous = energy
     flat = np.full((2, 32, 32, 3), 77, dtype=np.uint8)
-    np.testing.assert_array_equal(robustness.downscale(flat, 12), flat)
+    np.testing.assert_array_equal(perturbations.downscale(flat, 12), flat)
 
 
 def test_perturbed_sets_come_in_order_and_the_next_is_prepared_meanwhile(monkeypatch):
     images = textured_images(3)
-    rows = robustness.perturbations(32)[:6]
+    rows = perturbations.perturbations(32)[:6]
     started = []
     second_started = threading.Event()
-    real_perturb = robustness.perturb
+    real_perturb = perturbations.perturb
 
     def recording(batch, perturbation, seed):
         started.append(perturbation)
@@ -157,8 +157,8 @@ def test_perturbed_sets_come_in_order_and_the_next_is_prepared_meanwhile(monkeyp
             second_started.set()
         return real_perturb(batch, perturbation, seed)
 
-    monkeypatch.setattr(robustness, "perturb", recording)
-    produced = robustness.perturbed_sets(images, rows, ahead=1)
+    monkeypatch.setattr(perturbations, "perturb", recording)
+    produced = perturbations.perturbed_sets(images, rows, ahead=1)
     first_row, _ = next(produced)
     # While the caller still holds the first set (scoring it), the second is being made.
     assert first_row == rows[0] and second_started.wait(timeout=10)
@@ -251,12 +251,12 @@ def test_the_report_scores_each_perturbation_at_the_cards_threshold(detail_model
     split = load_split(detail_data, 32, quiet=True)
     rows = robustness.robustness_report(classifier, split.images, split.labels, batch_size=5)
     assert [(row["family"], row["level"]) for row in rows] == [
-        (p.family, p.level) for p in robustness.perturbations(32)
+        (p.family, p.level) for p in perturbations.perturbations(32)
     ]
     is_fake = split.labels == 0
     for row in rows:
         perturbation = Perturbation(row["family"], row["level"])
-        probability = classifier.probability_fake(robustness.perturb(split.images, perturbation))
+        probability = classifier.probability_fake(perturbations.perturb(split.images, perturbation))
         says_fake = probability >= classifier.threshold
         assert set(row) == ROW_FIELDS and row["images"] == 24
         assert row["accuracy"] == pytest.approx(np.mean(says_fake == is_fake))
@@ -298,7 +298,7 @@ def test_the_progress_bar_counts_perturbation_rows(detail_model, detail_data, mo
     monkeypatch.setattr(sys, "stderr", terminal)
     robustness.robustness_report(classifier, split.images, split.labels, batch_size=24)
     final = terminal.getvalue().split("\r")[-1]
-    rows = len(robustness.perturbations(32))
+    rows = len(perturbations.perturbations(32))
     assert final.startswith("robustness: 100%") and f"{rows}/{rows}" in final
     assert "row/s" in final or "s/row" in final
 
@@ -489,21 +489,25 @@ def test_format_table_has_one_line_per_row():
 def test_augmentation_is_deterministic_for_a_seed_and_keeps_shape_and_dtype():
     images = textured_images(16)
     seed = np.array([5, 9])
-    first = robustness.augment_for_robustness(images, seed, 0.5, 0.5).numpy()
+    first = batch_augmentation.augment_for_robustness(images, seed, 0.5, 0.5).numpy()
     assert first.shape == images.shape and first.dtype == np.uint8
-    np.testing.assert_array_equal(robustness.augment_for_robustness(images, seed, 0.5, 0.5), first)
-    other = robustness.augment_for_robustness(images, np.array([5, 10]), 0.5, 0.5).numpy()
+    np.testing.assert_array_equal(
+        batch_augmentation.augment_for_robustness(images, seed, 0.5, 0.5), first
+    )
+    other = batch_augmentation.augment_for_robustness(images, np.array([5, 10]), 0.5, 0.5).numpy()
     assert not np.array_equal(other, first)
-    single = robustness.augment_for_robustness(images[0], seed, 1.0, 1.0).numpy()
+    single = batch_augmentation.augment_for_robustness(images[0], seed, 1.0, 1.0).numpy()
     assert single.shape == images[0].shape and single.dtype == np.uint8
     # Probability 0 leaves every image as it was.
-    np.testing.assert_array_equal(robustness.augment_for_robustness(images, seed), images)
+    np.testing.assert_array_equal(batch_augmentation.augment_for_robustness(images, seed), images)
 
 
 @pytest.mark.parametrize(("jpeg", "blur"), [(0.25, 0.0), (0.0, 0.5)])
 def test_augmentation_changes_about_the_given_share_of_images(jpeg, blur):
     images = textured_images(400)
-    augmented = robustness.augment_for_robustness(images, np.array([1, 2]), jpeg, blur).numpy()
+    augmented = batch_augmentation.augment_for_robustness(
+        images, np.array([1, 2]), jpeg, blur
+    ).numpy()
     changed = np.mean(np.any(augmented != images, axis=(1, 2, 3)))
     probability = jpeg or blur
     # Binomial spread at n=400 is about 2.5 points; a blur sigma near 0 changes no pixel.
@@ -515,7 +519,7 @@ def test_augmentation_jpeg_quality_and_blur_do_what_they_say():
     seed = np.array([3, 4])
 
     def jpeg_at(quality):
-        return robustness.augment_for_robustness(
+        return batch_augmentation.augment_for_robustness(
             images, seed, jpeg_probability=1.0, jpeg_quality_range=(quality, quality)
         ).numpy()
 
@@ -523,7 +527,7 @@ def test_augmentation_jpeg_quality_and_blur_do_what_they_say():
     assert not np.array_equal(q10, q95)
     assert np.abs(q95.astype(int) - images).mean() < np.abs(q10.astype(int) - images).mean()
 
-    blurred = robustness.augment_for_robustness(
+    blurred = batch_augmentation.augment_for_robustness(
         images, seed, blur_probability=1.0, blur_sigma_range=(1.0, 3.0)
     ).numpy()
     assert np.all(high_frequency_energy(blurred) < 0.5 * high_frequency_energy(images))
@@ -532,9 +536,9 @@ def test_augmentation_jpeg_quality_and_blur_do_what_they_say():
 def test_a_batch_mixing_sigmas_blurs_each_image_with_its_own():
     images = textured_images(3)
     sigmas = [0.0, 1.0, 2.5]
-    mixed = robustness.gaussian_blur(images, np.array(sigmas, np.float32), reach=9).numpy()
+    mixed = perturbations.gaussian_blur(images, np.array(sigmas, np.float32), reach=9).numpy()
     for image, sigma, result in zip(images, sigmas, mixed, strict=True):
-        np.testing.assert_array_equal(result, robustness.gaussian_blur(image, sigma, reach=9))
+        np.testing.assert_array_equal(result, perturbations.gaussian_blur(image, sigma, reach=9))
     np.testing.assert_array_equal(mixed[0], images[0])
 
 
@@ -543,7 +547,7 @@ def test_downscale_augmentation_is_seeded_keeps_the_size_and_removes_detail():
     seed = np.array([7, 8])
 
     def downscaled(seed, sides=(12, 16)):
-        return robustness.augment_for_robustness(
+        return batch_augmentation.augment_for_robustness(
             images, seed, downscale_probability=1.0, downscale_side_range=sides
         ).numpy()
 
@@ -557,19 +561,23 @@ def test_downscale_augmentation_is_seeded_keeps_the_size_and_removes_detail():
     np.testing.assert_array_equal(downscaled(seed, sides=(32, 32)), images)
     # Probability 0 leaves the images alone; the blur's and JPEG's draws are not moved by it.
     np.testing.assert_array_equal(
-        robustness.augment_for_robustness(images, seed, 0.5, 0.5, downscale_probability=0.0),
-        robustness.augment_for_robustness(images, seed, 0.5, 0.5),
+        batch_augmentation.augment_for_robustness(
+            images, seed, 0.5, 0.5, downscale_probability=0.0
+        ),
+        batch_augmentation.augment_for_robustness(images, seed, 0.5, 0.5),
     )
 
 
 def test_each_downscale_filter_resamples_in_its_own_way():
-    images = np.repeat(textured_images(1), len(robustness.DOWNSCALE_FILTERS), axis=0)
-    filters = np.arange(len(robustness.DOWNSCALE_FILTERS), dtype=np.int32)
+    images = np.repeat(textured_images(1), len(batch_augmentation.DOWNSCALE_FILTERS), axis=0)
+    filters = np.arange(len(batch_augmentation.DOWNSCALE_FILTERS), dtype=np.int32)
     sides = np.full(len(filters), 13, np.int32)
-    results = robustness.downscale_and_back(images, sides, filters).numpy()
+    results = batch_augmentation.downscale_and_back(images, sides, filters).numpy()
     assert len({result.tobytes() for result in results}) == len(filters)
     # Nearest neighbour only copies pixels: every output pixel is one of the input's.
-    nearest = results[list(robustness.DOWNSCALE_FILTERS).index(("nearest", "nearest", False))]
+    nearest = results[
+        list(batch_augmentation.DOWNSCALE_FILTERS).index(("nearest", "nearest", False))
+    ]
     assert {tuple(pixel) for pixel in nearest.reshape(-1, 3)} <= {
         tuple(pixel) for pixel in images[0].reshape(-1, 3)
     }
@@ -578,7 +586,7 @@ def test_each_downscale_filter_resamples_in_its_own_way():
 def test_crop_shifts_each_image_by_whole_pixels():
     import tensorflow as tf
 
-    from realfake.data import CROP_PADDING, pad_and_crop
+    from realfake.batch_augmentation import CROP_PADDING, pad_and_crop
 
     images = textured_images(16).astype(np.float32)
     seed = tf.constant([4, 2], tf.int64)

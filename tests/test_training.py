@@ -514,7 +514,8 @@ def test_split_loading_counts_weights_and_batches(tmp_path):
 
 def test_flip_augmentation_keeps_every_pixel_and_flip_shift_resamples(tmp_path):
     import model_training
-    from realfake.data import augmentation_layers, load_split, make_dataset
+    from realfake.batch_augmentation import augmentation_layers
+    from realfake.data import load_split, make_dataset
     from realfake.errors import PipelineError
 
     split = load_split(make_tree(tmp_path / "train", {"Fake": 6, "Real": 6}), 32, quiet=True)
