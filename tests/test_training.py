@@ -731,8 +731,22 @@ def test_the_cifake_recipe_fills_the_settings_and_explicit_flags_override_it():
     for name, value in RECIPES["cifake"].items():
         if name not in ("epochs", "weights"):
             assert getattr(config, name) == value, name
-    assert config.augment == "flip" and config.zero_init_residual and config.test_time_flip
+    assert config.zero_init_residual and config.test_time_flip
     assert "--recipe cifake" in (REPO / "Makefile").read_text()
+
+
+def test_the_recipe_table_keeps_the_first_reference_beside_the_robust_one():
+    from realfake.training_config import RECIPES, parse_augment
+
+    first, robust = RECIPES["cifake-v1"], RECIPES["cifake"]
+    assert first["augment"] == "flip"  # the first reference model's recipe, unchanged
+    plan = parse_augment(robust["augment"])
+    assert plan.layer_mode == "flip"
+    assert all(plan.probability(name) > 0 for name in ("jpeg", "blur", "downscale"))
+    # The same budget: nine passes at the same batch size, the same schedule.
+    assert {key: value for key, value in robust.items() if key != "augment"} == {
+        key: value for key, value in first.items() if key != "augment"
+    }
 
 
 def test_model_is_the_path_flag_and_model_path_a_hidden_alias():
