@@ -32,13 +32,15 @@ from realfake.config import SEED  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-SETTINGS = [  # (JPEG probability, blur probability)
-    (0.0, 0.0),
-    (1.0, 0.0),
-    (0.0, 1.0),
-    (1.0, 1.0),
-    (0.5, 0.5),
-    (0.1, 0.1),
+SETTINGS = [  # (JPEG probability, blur probability, down-scale probability)
+    (0.0, 0.0, 0.0),
+    (1.0, 0.0, 0.0),
+    (0.0, 1.0, 0.0),
+    (0.0, 0.0, 1.0),
+    (1.0, 1.0, 1.0),
+    (0.5, 0.5, 0.5),
+    (0.3, 0.3, 0.3),
+    (0.1, 0.1, 0.0),
 ]
 
 
@@ -84,12 +86,18 @@ def bench_augment(images, batch_size: int, rounds: int) -> list[dict]:
 
     labels = np.zeros(len(images), np.int64)
 
-    def pipeline(jpeg: float, blur: float):
+    def pipeline(jpeg: float, blur: float, downscale: float):
         dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch_size)
-        if jpeg or blur:
+        if jpeg or blur or downscale:
             dataset = dataset.enumerate().map(
                 lambda index, batch: (
-                    augment_for_robustness(batch[0], tf.stack([SEED, index]), jpeg, blur),
+                    augment_for_robustness(
+                        batch[0],
+                        tf.stack([SEED, index]),
+                        jpeg,
+                        blur,
+                        downscale_probability=downscale,
+                    ),
                     batch[1],
                 ),
                 num_parallel_calls=tf.data.AUTOTUNE,
@@ -103,15 +111,16 @@ def bench_augment(images, batch_size: int, rounds: int) -> list[dict]:
             pass
 
     results = []
-    for jpeg, blur in SETTINGS:
+    for jpeg, blur, downscale in SETTINGS:
         # Built once, as training builds it once per run: tracing the map is not counted.
-        dataset = pipeline(jpeg, blur)
+        dataset = pipeline(jpeg, blur, downscale)
         one_pass(dataset)
         best = min(seconds(lambda d=dataset: one_pass(d)) for _ in range(rounds))
         results.append(
             {
                 "jpeg_probability": jpeg,
                 "blur_probability": blur,
+                "downscale_probability": downscale,
                 "wall_ms_per_image": 1000 * best[0] / len(images),
                 "cpu_ms_per_image": 1000 * best[1] / len(images),
             }
@@ -168,10 +177,11 @@ def main(argv=None) -> int:
     results = {}
     if args.part in ("augment", "both"):
         results["augment"] = bench_augment(random_images(args.images), args.batch_size, args.rounds)
-        print("JPEG p  blur p  wall ms/image (added)  CPU ms/image (added)")
+        print("JPEG p  blur p  down p  wall ms/image (added)  CPU ms/image (added)")
         for row in results["augment"]:
             print(
                 f"{row['jpeg_probability']:>6.1f}  {row['blur_probability']:>6.1f}  "
+                f"{row['downscale_probability']:>6.1f}  "
                 f"{row['wall_ms_per_image']:>8.3f} ({row['added_wall_ms_per_image']:+.3f})  "
                 f"{row['cpu_ms_per_image']:>8.3f} ({row['added_cpu_ms_per_image']:+.3f})"
             )
