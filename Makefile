@@ -58,7 +58,7 @@ demo-predict: setup
 	cd $(DEMO_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/predict.py --merge predictions/submission.csv predictions/test_images.csv --submission data/raw/fake_or_real/test/sample_submission.csv
 
 # The reference model: the real CIFAKE archive, prepared by the stage scripts, trained from scratch
-# with the recipe of docs/results.md (--recipe cifake, realfake/training_config.py; about two
+# with the recipe of docs/results.md (--recipe cifake, realfake/training/settings.py; about two
 # hours on 2 CPU cores). Everything lives in
 # $(CIFAKE_DIR)/. Interrupted? Run it again: finished stages are skipped and training resumes from
 # its last finished epoch.

@@ -17,9 +17,9 @@ import io
 import sys
 
 import realfake  # noqa: F401  (sets TensorFlow's defaults before it is imported)
-from realfake.appconfig import DEFAULTS
-from realfake.cli import add_verbose_argument, report_errors, require_at_least_one
-from realfake.errors import PipelineError
+from realfake.app.settings import DEFAULTS
+from realfake.core.cli import add_verbose_argument, report_errors, require_at_least_one
+from realfake.core.errors import PipelineError
 
 __all__ = ["create_app", "main"]  # noqa: F822  (create_app comes from __getattr__)
 
@@ -43,7 +43,7 @@ def __getattr__(name: str):
     # `flask --app app` and gunicorn's "app:create_app()" find the factory here; importing it
     # only then keeps `python app.py --help` free of Flask, NumPy and TensorFlow.
     if name == "create_app":
-        from realfake.webapp import create_app
+        from realfake.app.webapp import create_app
 
         return create_app
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     require_at_least_one(parser, args, "max_files")
     if args.max_megabytes <= 0:
         parser.error("--max-megabytes must be positive")
-    from realfake.webapp import create_app
+    from realfake.app.webapp import create_app
 
     settings = {
         "MODEL_PATH": args.model,

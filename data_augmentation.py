@@ -16,15 +16,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from realfake.augmentation import (
+from realfake.core.cli import add_quiet_argument, report_errors, require_at_least_one, stage_parser
+from realfake.core.config import AUGMENTED_TRAIN_DIR, DATA_DIR, SEED
+from realfake.data.augmentation import (
     AugmentationSettings,
     augment,
     default_workers,
     plan_augmentation,
     write_preview,
 )
-from realfake.cli import add_quiet_argument, report_errors, require_at_least_one, stage_parser
-from realfake.config import AUGMENTED_TRAIN_DIR, DATA_DIR, SEED
 
 DEFAULTS = AugmentationSettings()
 

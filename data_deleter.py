@@ -27,16 +27,16 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from realfake.cleaning import (
+from realfake.core.cli import add_quiet_argument, progress, report_errors, stage_parser
+from realfake.core.config import DATA_DIR
+from realfake.core.errors import PipelineError
+from realfake.data.cleaning import (
     DeletionBoundary,
     count_files,
     delete_path,
     find_corrupt,
     plan_duplicates,
 )
-from realfake.cli import add_quiet_argument, progress, report_errors, stage_parser
-from realfake.config import DATA_DIR
-from realfake.errors import PipelineError
 
 
 def build_parser() -> argparse.ArgumentParser:

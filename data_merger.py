@@ -16,11 +16,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from realfake.cli import add_quiet_argument, print_split_summary, report_errors, stage_parser
-from realfake.config import DATA_DIR, INTERIM_DIR
-from realfake.errors import PipelineError
-from realfake.layout import visible_subfolders
-from realfake.merging import MERGE_REPORT_NAME, merge_splits
+from realfake.core.cli import add_quiet_argument, print_split_summary, report_errors, stage_parser
+from realfake.core.config import DATA_DIR, INTERIM_DIR
+from realfake.core.errors import PipelineError
+from realfake.core.layout import visible_subfolders
+from realfake.data.merging import MERGE_REPORT_NAME, merge_splits
 
 
 def build_parser() -> argparse.ArgumentParser:

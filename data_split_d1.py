@@ -19,7 +19,7 @@ import math
 import sys
 from pathlib import Path
 
-from realfake.cli import (
+from realfake.core.cli import (
     add_quiet_argument,
     add_workers_argument,
     print_split_summary,
@@ -27,8 +27,8 @@ from realfake.cli import (
     require_at_least_one,
     stage_parser,
 )
-from realfake.config import FAKE_OR_REAL_RAW_DIR, FAKE_OR_REAL_SPLIT_DIR, SEED
-from realfake.splitting import split_fake_or_real
+from realfake.core.config import FAKE_OR_REAL_RAW_DIR, FAKE_OR_REAL_SPLIT_DIR, SEED
+from realfake.data.splitting import split_fake_or_real
 
 DEFAULT_FRACTIONS = (0.70, 0.15, 0.15)
 

@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from realfake.cli import (
+from realfake.core.cli import (
     add_quiet_argument,
     add_workers_argument,
     print_split_summary,
@@ -24,8 +24,8 @@ from realfake.cli import (
     require_at_least_one,
     stage_parser,
 )
-from realfake.config import CIFAKE_RAW_DIR, CIFAKE_SPLIT_DIR, SEED
-from realfake.splitting import split_cifake
+from realfake.core.config import CIFAKE_RAW_DIR, CIFAKE_SPLIT_DIR, SEED
+from realfake.data.splitting import split_cifake
 
 
 def build_parser() -> argparse.ArgumentParser:

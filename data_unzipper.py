@@ -17,9 +17,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from realfake.archive import DEFAULT_MAX_RATIO, DEFAULT_MAX_TOTAL_GIB, unzip_archive
-from realfake.cli import add_quiet_argument, report_errors, stage_parser
-from realfake.config import RAW_DIR
+from realfake.core.cli import add_quiet_argument, report_errors, stage_parser
+from realfake.core.config import RAW_DIR
+from realfake.data.archive import DEFAULT_MAX_RATIO, DEFAULT_MAX_TOTAL_GIB, unzip_archive
 
 
 def build_parser() -> argparse.ArgumentParser:

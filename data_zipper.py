@@ -14,9 +14,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from realfake.archive import write_zip
-from realfake.cli import add_quiet_argument, report_errors, stage_parser
-from realfake.errors import PipelineError
+from realfake.core.cli import add_quiet_argument, report_errors, stage_parser
+from realfake.core.errors import PipelineError
+from realfake.data.archive import write_zip
 
 
 def build_parser() -> argparse.ArgumentParser:

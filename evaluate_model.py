@@ -25,15 +25,15 @@ import sys
 from pathlib import Path
 
 import realfake  # noqa: F401  (sets TensorFlow's environment before it is imported)
-from realfake import config
-from realfake.cli import (
+from realfake.core import config
+from realfake.core.cli import (
     add_quiet_argument,
     add_verbose_argument,
     report_errors,
     require_at_least_one,
     stage_parser,
 )
-from realfake.fileops import atomic_write_text
+from realfake.core.fileops import atomic_write_text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,15 +112,15 @@ def main(argv=None) -> int:
     if args.update_card and args.threshold is not None:
         parser.error("--update-card records rows at the card's threshold: leave out --threshold")
 
-    from realfake.data import load_split
-    from realfake.inference import load_classifier
-    from realfake.metrics import (
+    from realfake.evaluation.metrics import (
         classification_metrics,
         format_metrics,
         plot_confusion_matrix,
         plot_roc,
     )
-    from realfake.modelcard import IDENTITY_KEYS, model_identity, update_card
+    from realfake.inference.classifier import load_classifier
+    from realfake.inference.modelcard import IDENTITY_KEYS, model_identity, update_card
+    from realfake.training.pipeline import load_split
 
     classifier = load_classifier(args.model, threshold=args.threshold)
     # What was loaded (its card was checked against the file as it was read), to check before
@@ -176,7 +176,7 @@ def main(argv=None) -> int:
 def add_robustness(args, classifier, split, metrics: dict) -> str:
     """Score the (subset of the) split under every perturbation at the classifier's threshold,
     add the rows and their summary to `metrics`, draw robustness.png; returns the table."""
-    from realfake.robustness import (
+    from realfake.evaluation.robustness import (
         format_table,
         plot_robustness,
         robustness_report,

@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 import realfake  # noqa: F401  (sets TensorFlow's environment before it is imported)
-from realfake import config
-from realfake.cli import add_verbose_argument, report_errors
-from realfake.modelcard import EXPORT_FORMATS, QUANTIZATIONS
+from realfake.core import config
+from realfake.core.cli import add_verbose_argument, report_errors
+from realfake.inference.modelcard import EXPORT_FORMATS, QUANTIZATIONS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.quantization != "none" and args.format != "tflite":
         parser.error("--quantization applies to --format tflite only")
-    from realfake.export import ExportSettings, export_model
+    from realfake.inference.export import ExportSettings, export_model
 
     result = export_model(ExportSettings(args.model, args.format, args.output, args.quantization))
     print(result.line())

@@ -16,11 +16,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from realfake.archive import write_zip_members
-from realfake.cli import add_quiet_argument, progress, report_errors, stage_parser
-from realfake.config import SEED
-from realfake.demo_data import DemoCounts, cifake_members, fake_or_real_members, sample_photos
-from realfake.fileops import atomic_write_bytes
+from realfake.core.cli import add_quiet_argument, progress, report_errors, stage_parser
+from realfake.core.config import SEED
+from realfake.core.fileops import atomic_write_bytes
+from realfake.data.archive import write_zip_members
+from realfake.data.demo_data import DemoCounts, cifake_members, fake_or_real_members, sample_photos
 
 DEFAULT_DEST = Path("demo") / "archives"
 

@@ -18,15 +18,15 @@ import sys
 from pathlib import Path
 
 import realfake  # noqa: F401  (sets TensorFlow's environment before it is imported)
-from realfake import config
-from realfake.cli import (
+from realfake.core import config
+from realfake.core.cli import (
     add_quiet_argument,
     add_verbose_argument,
     report_errors,
     require_at_least_one,
 )
-from realfake.errors import PipelineError
-from realfake.training_config import RECIPES, TrainingConfig, parse_augment
+from realfake.core.errors import PipelineError
+from realfake.training.settings import RECIPES, TrainingConfig, parse_augment
 
 EXAMPLES = """examples:
   python model_training.py --recipe cifake                  the reference CIFAKE model (~2 h)
@@ -59,7 +59,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def augmentation_names(text: str) -> str:
-    """--augment's value checked (realfake.training_config.parse_augment), kept as written."""
+    """--augment's value checked (realfake.training.settings.parse_augment), kept as written."""
     try:
         parse_augment(text)
     except PipelineError as error:
@@ -322,7 +322,7 @@ def main(argv=None) -> int:
         # TensorFlow cannot combine a global seed of 0 with the per-epoch shuffle's tensor seed.
         parser.error("--seed must not be 0 (or a multiple of 2**31 - 1)")
 
-    from realfake.training import train  # imports TensorFlow, so only after the usage checks
+    from realfake.training.run import train  # imports TensorFlow, so only after the usage checks
 
     result = train(TrainingConfig.from_mapping(args))
     test = result["test_metrics"]

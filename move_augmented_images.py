@@ -17,9 +17,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from realfake.cli import add_quiet_argument, report_errors, stage_parser
-from realfake.config import AUGMENTED_TRAIN_DIR, DATA_DIR
-from realfake.moving import move_augmented
+from realfake.core.cli import add_quiet_argument, report_errors, stage_parser
+from realfake.core.config import AUGMENTED_TRAIN_DIR, DATA_DIR
+from realfake.data.moving import move_augmented
 
 
 def build_parser() -> argparse.ArgumentParser:

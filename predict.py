@@ -22,8 +22,8 @@ import sys
 from pathlib import Path
 
 import realfake  # noqa: F401  (sets TensorFlow's environment before it is imported)
-from realfake import config
-from realfake.cli import (
+from realfake.core import config
+from realfake.core.cli import (
     add_quiet_argument,
     add_verbose_argument,
     report_errors,
@@ -139,7 +139,7 @@ def main(argv=None) -> int:
             parser.error(f"{option} {path} is a folder: give a file name")
     shard = None
     if args.shard is not None:
-        from realfake.batch import parse_shard
+        from realfake.inference.batch import parse_shard
 
         try:
             shard = parse_shard(args.shard)
@@ -148,7 +148,7 @@ def main(argv=None) -> int:
         if args.submission is not None:
             parser.error("--submission needs every image: write it with --merge after the shards")
 
-    from realfake import batch
+    from realfake.inference import batch
 
     if args.allow_partial and args.merge is None:
         parser.error("--allow-partial goes with --merge")

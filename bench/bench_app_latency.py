@@ -30,10 +30,10 @@ import zipfile
 from pathlib import Path
 
 import realfake  # noqa: F401  (before TensorFlow: sets its defaults)
-from realfake.cli import add_quiet_argument, progress, report_errors
-from realfake.config import MODEL_PATH
-from realfake.errors import PipelineError
-from realfake.images import is_image_name, load_rgb
+from realfake.core.cli import add_quiet_argument, progress, report_errors
+from realfake.core.config import MODEL_PATH
+from realfake.core.errors import PipelineError
+from realfake.core.images import is_image_name, load_rgb
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, untrained_help: str) -> None:
@@ -131,7 +131,7 @@ def post_http(port: int, body: bytes, content_type: str) -> float:
 
 
 def untrained_model(folder: Path, image_size: int) -> Path:
-    from realfake.benchmarking import save_untrained_classifier
+    from realfake.evaluation.benchmarking import save_untrained_classifier
 
     return save_untrained_classifier(folder / "untrained.h5", image_size)
 
@@ -154,7 +154,7 @@ def run(args, model_path: Path) -> int:
 
     from werkzeug.serving import make_server
 
-    from realfake.webapp import EXTENSION, create_app
+    from realfake.app.webapp import EXTENSION, create_app
 
     if not model_path.is_file():
         raise PipelineError(f"no model at {model_path}: pass --model PATH or --untrained")

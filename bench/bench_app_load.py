@@ -34,9 +34,9 @@ from pathlib import Path
 from bench_app_latency import add_model_arguments, multipart, sample_uploads, untrained_model
 
 import realfake  # noqa: F401  (before TensorFlow: sets its defaults)
-from realfake.cli import add_quiet_argument, report_errors, require_at_least_one
-from realfake.errors import PipelineError
-from realfake.images import load_rgb
+from realfake.core.cli import add_quiet_argument, report_errors, require_at_least_one
+from realfake.core.errors import PipelineError
+from realfake.core.images import load_rgb
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args, model_path: Path, scratch: Path) -> int:
-    from realfake.serving import Predictor
+    from realfake.app.serving import Predictor
 
     if not model_path.is_file():
         raise PipelineError(f"no model at {model_path}: pass --model PATH or --untrained")

@@ -34,8 +34,8 @@ from bench_app_latency import add_model_arguments, untrained_model  # noqa: E402
 from bench_app_load import free_port, wait_until_healthy  # noqa: E402
 
 import realfake  # noqa: E402, F401  (before TensorFlow: sets its defaults)
-from realfake.cli import add_quiet_argument, report_errors, require_at_least_one  # noqa: E402
-from realfake.errors import PipelineError  # noqa: E402
+from realfake.core.cli import add_quiet_argument, report_errors, require_at_least_one  # noqa: E402
+from realfake.core.errors import PipelineError  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

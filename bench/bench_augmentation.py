@@ -34,16 +34,16 @@ import time
 import zipfile
 from pathlib import Path
 
-from realfake.augmentation import (
+from realfake.core.cli import report_errors, require_at_least_one
+from realfake.core.config import SEED
+from realfake.core.images import is_image_name, load_rgb
+from realfake.core.layout import canonical_class
+from realfake.data.augmentation import (
     AugmentationSettings,
     augment,
     default_workers,
     plan_augmentation,
 )
-from realfake.cli import report_errors, require_at_least_one
-from realfake.config import SEED
-from realfake.images import is_image_name, load_rgb
-from realfake.layout import canonical_class
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

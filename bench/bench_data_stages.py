@@ -21,9 +21,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from realfake.config import CLASS_NAMES, SPLITS
-from realfake.fileops import file_digest
-from realfake.images import is_image_name
+from realfake.core.config import CLASS_NAMES, SPLITS
+from realfake.core.fileops import file_digest
+from realfake.core.images import is_image_name
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -2,7 +2,8 @@
 the card's threshold, file sizes, and onnxruntime's throughput against TensorFlow's.
 
 Exports the model to each format (SavedModel, ONNX, TFLite float32, dynamic-range and float16)
-with `realfake.export.export_model` into a temporary folder, decodes the first --limit images of
+with `realfake.inference.export.export_model` into a temporary folder, decodes the first --limit
+images of
 a labelled folder (half per class, `load_rgb` at the model's size, as predict.py decodes them),
 and scores them through each: the .h5 and the ONNX export through the inference contract
 (`load_classifier(...).class_probabilities`, what predict.py calls), SavedModel and TFLite
@@ -28,8 +29,8 @@ from pathlib import Path
 import numpy as np
 
 import realfake  # noqa: F401  (sets TensorFlow's environment before it is imported)
-from realfake.cli import report_errors, require_at_least_one
-from realfake.errors import PipelineError
+from realfake.core.cli import report_errors, require_at_least_one
+from realfake.core.errors import PipelineError
 
 VARIANTS = (
     ("savedmodel", "none"),
@@ -65,8 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def labelled_images(folder: Path, limit: int, image_size: int) -> tuple[np.ndarray, np.ndarray]:
     """The first limit/2 images (by name) of each class, decoded; labels 1 for Fake."""
-    from realfake.images import list_images, load_rgb
-    from realfake.layout import class_folders
+    from realfake.core.images import list_images, load_rgb
+    from realfake.core.layout import class_folders
 
     folders = class_folders(folder)
     if set(folders) != {"Fake", "Real"}:
@@ -95,8 +96,8 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     require_at_least_one(parser, args, "limit", "batch_size", "rounds")
-    from realfake.export import ExportedModel, ExportSettings, export_model
-    from realfake.inference import load_classifier
+    from realfake.inference.classifier import load_classifier
+    from realfake.inference.export import ExportedModel, ExportSettings, export_model
 
     source = load_classifier(args.model)
     pixels, labels = labelled_images(args.data, args.limit, source.image_size)

@@ -16,13 +16,13 @@ import sys
 import time
 
 import realfake  # noqa: F401  (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow is imported)
-from realfake.cli import (
+from realfake.core.cli import (
     add_quiet_argument,
     progress,
     report_errors,
     require_at_least_one,
 )
-from realfake.config import IMAGE_SIZE
+from realfake.core.config import IMAGE_SIZE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import tensorflow as tf
 
-    from realfake import speed
     from realfake.model import build_model
+    from realfake.training import speed
 
     model = build_model(image_size=args.image_size)
     variables = model.trainable_variables

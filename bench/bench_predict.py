@@ -4,7 +4,8 @@ Two cases in one run: CIFAKE's test images (32x32 JPEGs, extracted from $CIFAKE_
 --limit from each class) and generated photo-like JPEGs (--large-count of them, 2000x1500 by
 default). For each, the reference is `model.predict` on the already-decoded images at the same
 batch size (and the inference contract's `probability_fake` on them); against it, the whole of
-`predict.py`'s work (`realfake.batch.predict`: listing, reading, decoding overlapped with the
+`predict.py`'s work (`realfake.inference.batch.predict`: listing, reading, decoding overlapped with
+the
 model, provenance, writing rows to a file), with and without the provenance columns. Also shown:
 single-thread decode time per image and its share of decode plus model, the most the resident
 memory grew during a run, and the largest difference between predict.py's P(Fake) and the one
@@ -38,8 +39,8 @@ from pathlib import Path
 import numpy as np
 
 import realfake  # noqa: F401  (sets TensorFlow's environment before it is imported)
-from realfake.cli import add_quiet_argument, report_errors, require_at_least_one
-from realfake.errors import PipelineError
+from realfake.core.cli import add_quiet_argument, report_errors, require_at_least_one
+from realfake.core.errors import PipelineError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,7 +119,7 @@ def write_large_photos(folder: Path, count: int, width: int, height: int) -> Pat
 
 def random_model(destination: Path) -> Path:
     """A random ResNet101 at 32x32, saved with a card as training saves it."""
-    from realfake.benchmarking import save_untrained_classifier
+    from realfake.evaluation.benchmarking import save_untrained_classifier
 
     return save_untrained_classifier(destination)
 
@@ -161,9 +162,9 @@ def timed(function) -> float:
 
 def measure_case(name, folder, paths, classifier, args, workdir) -> dict:
     """One row of the table."""
-    from realfake import batch
-    from realfake.data import load_split
-    from realfake.images import load_rgb
+    from realfake.core.images import load_rgb
+    from realfake.inference import batch
+    from realfake.training.pipeline import load_split
 
     size = classifier.image_size
     if name.startswith("CIFAKE"):
@@ -241,7 +242,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     require_at_least_one(parser, args, "limit", "large_count", "batch_size", "threads", "rounds")
-    from realfake.inference import load_classifier
+    from realfake.inference.classifier import load_classifier
 
     shm = Path("/dev/shm")
     workdir = Path(tempfile.mkdtemp(prefix="bench_predict_", dir=shm if shm.is_dir() else None))

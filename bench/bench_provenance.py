@@ -24,9 +24,9 @@ import time
 
 import numpy as np
 
-from realfake.cli import add_quiet_argument, progress, report_errors, require_at_least_one
-from realfake.images import load_rgb
-from realfake.provenance import read_provenance
+from realfake.core.cli import add_quiet_argument, progress, report_errors, require_at_least_one
+from realfake.core.images import load_rgb
+from realfake.inference.provenance import read_provenance
 
 
 def build_parser() -> argparse.ArgumentParser:

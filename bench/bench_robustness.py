@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import realfake  # noqa: E402, F401  (sets TensorFlow's environment before it is imported)
-from realfake.config import SEED  # noqa: E402
+from realfake.core.config import SEED  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -82,7 +82,7 @@ def bench_augment(images, batch_size: int, rounds: int) -> list[dict]:
     import numpy as np
     import tensorflow as tf
 
-    from realfake.batch_augmentation import augment_for_robustness
+    from realfake.training.batch_augmentation import augment_for_robustness
 
     labels = np.zeros(len(images), np.int64)
 
@@ -133,7 +133,7 @@ def bench_augment(images, batch_size: int, rounds: int) -> list[dict]:
 
 
 def untrained_model(folder: Path) -> Path:
-    from realfake.benchmarking import save_untrained_classifier
+    from realfake.evaluation.benchmarking import save_untrained_classifier
 
     return save_untrained_classifier(folder / "untrained.h5")
 
@@ -141,10 +141,10 @@ def untrained_model(folder: Path) -> Path:
 def bench_report(args, folder: Path) -> dict:
     import numpy as np
 
-    from realfake.data import load_split
-    from realfake.inference import load_classifier
-    from realfake.perturbations import perturb, perturbations
-    from realfake.robustness import robustness_report
+    from realfake.evaluation.perturbations import perturb, perturbations
+    from realfake.evaluation.robustness import robustness_report
+    from realfake.inference.classifier import load_classifier
+    from realfake.training.pipeline import load_split
 
     classifier = load_classifier(args.model or untrained_model(folder))
     if args.data is not None:

@@ -6,7 +6,8 @@ Writes: nothing; prints Markdown tables. Each kernel path and input size runs in
         subprocess, because TensorFlow reads TF_ENABLE_ONEDNN_OPTS once, at import:
         the Eigen path (TF_ENABLE_ONEDNN_OPTS=0) and the oneDNN path (=1). For each it prints
         training images/s of stock `fit` and, on oneDNN, of `fit` with the fast path
-        (`realfake.speed.fast_path`), timed in alternation in one process; inference images/s and
+        (`realfake.training.speed.fast_path`), timed in alternation in one process; inference
+        images/s and
         batch-1 latency; the float32 matmul peak; FLOPs per image; utilization = images/s x
         training FLOPs per image / peak; and whether the input pipeline (`make_dataset`) keeps
         up: `fit` on it beside `fit` on in-memory tensors, and the pipeline alone.
@@ -26,8 +27,8 @@ import time
 from pathlib import Path
 
 import realfake  # noqa: F401  (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow is imported)
-from realfake.cli import add_quiet_argument, report_errors, require_at_least_one
-from realfake.errors import PipelineError
+from realfake.core.cli import add_quiet_argument, report_errors, require_at_least_one
+from realfake.core.errors import PipelineError
 
 PATHS = {"eigen": "0", "onednn": "1"}
 ONEDNN_DEFAULT_FLAGS = frozenset({"avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile"})
@@ -99,7 +100,7 @@ def describe() -> dict:
     """The machine and this process's TensorFlow kernel path."""
     import tensorflow as tf
 
-    from realfake import benchmarking
+    from realfake.evaluation import benchmarking
 
     flags = benchmarking.cpu_flags()
     return {
@@ -153,11 +154,12 @@ def run_worker(config: dict) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from realfake import benchmarking, speed
-    from realfake.config import SEED
-    from realfake.data import Split, make_dataset, one_hot
+    from realfake.core.config import SEED
+    from realfake.evaluation import benchmarking
     from realfake.model import build_model
-    from realfake.training import compile_model
+    from realfake.training import speed
+    from realfake.training.pipeline import Split, make_dataset, one_hot
+    from realfake.training.run import compile_model
 
     benchmarking.configure_threads(config["intra_op"], config["inter_op"])
     keras.mixed_precision.set_global_policy(config["precision"])

@@ -36,8 +36,8 @@ import tempfile
 from pathlib import Path
 
 import realfake  # noqa: F401  (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow is imported)
-from realfake.cli import report_errors, require_at_least_one
-from realfake.errors import PipelineError
+from realfake.core.cli import report_errors, require_at_least_one
+from realfake.core.errors import PipelineError
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -21,14 +21,14 @@ from pathlib import Path
 import numpy as np
 
 import realfake  # noqa: F401  (sets TensorFlow's environment before it is imported)
-from realfake.config import SEED
+from realfake.core.config import SEED
 
 
 def cumulative_band(labels, probability, threshold, error_rate=0.1, min_images=10) -> float:
     """The replaced rule's half-width: the largest distance d such that, of the images at most d
     from the threshold, at least `error_rate` were misclassified."""
-    from realfake.inference import FAKE_INDEX
-    from realfake.metrics import predicted_fake
+    from realfake.evaluation.metrics import predicted_fake
+    from realfake.inference.classifier import FAKE_INDEX
 
     distance = np.abs(probability - threshold)
     order = np.argsort(distance, kind="stable")
@@ -45,10 +45,10 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=2000, help="images per class and split")
     args = parser.parse_args()
 
-    from realfake.data import load_split
-    from realfake.inference import FAKE_INDEX, load_classifier
-    from realfake.metrics import predicted_fake, uncertain_band
-    from realfake.robustness import subset_indices
+    from realfake.evaluation.metrics import predicted_fake, uncertain_band
+    from realfake.evaluation.robustness import subset_indices
+    from realfake.inference.classifier import FAKE_INDEX, load_classifier
+    from realfake.training.pipeline import load_split
 
     classifier = load_classifier(args.model)
     threshold = classifier.threshold

@@ -17,9 +17,9 @@ import tempfile
 from pathlib import Path
 
 import realfake  # noqa: F401  (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow is imported)
-from realfake.cli import add_quiet_argument, report_errors, require_at_least_one
-from realfake.config import IMAGE_SIZE, SEED
-from realfake.errors import PipelineError
+from realfake.core.cli import add_quiet_argument, report_errors, require_at_least_one
+from realfake.core.config import IMAGE_SIZE, SEED
+from realfake.core.errors import PipelineError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=4, help="profiled training steps")
     parser.add_argument("--top", type=int, default=15, help="op types listed")
     parser.add_argument(
-        "--fast-path", action="store_true", help="profile with realfake.speed's fast path on"
+        "--fast-path",
+        action="store_true",
+        help="profile with realfake.training.speed's fast path on",
     )
     parser.add_argument(
         "--logdir",
@@ -83,10 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import tensorflow as tf
 
-    from realfake import speed
-    from realfake.data import one_hot
     from realfake.model import build_model
-    from realfake.training import compile_model
+    from realfake.training import speed
+    from realfake.training.pipeline import one_hot
+    from realfake.training.run import compile_model
 
     keras.utils.set_random_seed(SEED)
     model = build_model(image_size=args.image_size)

@@ -14,8 +14,8 @@ from pathlib import Path
 import keras
 from keras import layers
 
-from realfake.config import BACKBONES, CLASS_NAMES, DEFAULT_BACKBONE, IMAGE_SIZE
-from realfake.errors import PipelineError
+from realfake.core.config import BACKBONES, CLASS_NAMES, DEFAULT_BACKBONE, IMAGE_SIZE
+from realfake.core.errors import PipelineError
 
 # ResNet's `preprocess_input` ("caffe" mode) flips RGB to BGR and subtracts these means (BGR order).
 IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)

@@ -205,7 +205,7 @@ def labelled_split_tree(root: Path, counts: dict[str, int] = LABELLED_COUNTS, se
 def saved_model(tmp_path_factory) -> Path:
     """The tiny classifier, untrained, saved as .h5 with the card an untrained model gets
     (threshold 0.5, no metrics), made once per test session."""
-    from realfake.benchmarking import save_untrained_classifier
+    from realfake.evaluation.benchmarking import save_untrained_classifier
 
     return save_untrained_classifier(
         tmp_path_factory.mktemp("model") / "classifier.h5",
@@ -241,7 +241,7 @@ def trained_model(labelled_tree, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def app(saved_model):
     """The Flask app serving `saved_model`, created (and its model loaded) once per session."""
-    from realfake.webapp import create_app
+    from realfake.app.webapp import create_app
 
     return create_app({"MODEL_PATH": str(saved_model)})
 

@@ -14,10 +14,10 @@ import pytest
 from conftest import mirror
 from PIL import Image
 
-from realfake.images import load_rgb
-from realfake.modelcard import load_card, save_card
-from realfake.serving import GRAD_CAM_MIN_SIDE, Predictor
-from realfake.webapp import EXTENSION, create_app
+from realfake.app.serving import GRAD_CAM_MIN_SIDE, Predictor
+from realfake.app.webapp import EXTENSION, create_app
+from realfake.core.images import load_rgb
+from realfake.inference.modelcard import load_card, save_card
 
 
 def random_pixels(seed: int, height: int = 32, width: int = 32) -> np.ndarray:
@@ -503,7 +503,7 @@ def test_smoothgrad_saliency_at_small_input(app):
 def test_grad_cam_at_large_input(tmp_path):
     """At 224 pixels the base's map is 7x7 (for the tiny backbone as for ResNet101), found by
     the card's backbone."""
-    from realfake.benchmarking import save_untrained_classifier
+    from realfake.evaluation.benchmarking import save_untrained_classifier
 
     model_path = save_untrained_classifier(
         tmp_path / "large.h5", image_size=224, dense_units=16, backbone="tiny"
@@ -548,15 +548,15 @@ def test_app_script_check_without_a_model_is_one_line(tmp_path, capsys):
 
 def test_app_module_exposes_the_factory_for_flask_and_gunicorn():
     import app as app_script
-    from realfake import webapp
+    from realfake.app import webapp
 
     assert app_script.create_app is webapp.create_app
 
 
 def test_app_probabilities_equal_evaluate_model_pipeline(app, client, tmp_path):
     """evaluate_model.py decodes with load_split and predicts with probability_fake: same."""
-    from realfake.data import load_split
-    from realfake.inference import probability_fake
+    from realfake.inference.classifier import probability_fake
+    from realfake.training.pipeline import load_split
 
     kinds = ["jpeg", "png", "webp", "cmyk", "16-bit", "rgba", "large"]
     for index, kind in enumerate(kinds):
@@ -650,7 +650,7 @@ def test_gunicorn_serves_the_factory(app, saved_model, tmp_path):
 def test_a_card_with_test_time_flip_averages_each_upload_with_its_mirror_image(
     tmp_path, saved_model
 ):
-    from realfake.inference import probability_fake
+    from realfake.inference.classifier import probability_fake
 
     model_path = tmp_path / "flip.h5"
     shutil.copy(saved_model, model_path)
@@ -689,7 +689,7 @@ def decode_before_draft(data: bytes, image_size: int) -> np.ndarray:
     size: the whole image, turned upright, converted, then resized bilinearly."""
     from PIL import ImageOps
 
-    from realfake.images import _to_rgb
+    from realfake.core.images import _to_rgb
 
     with Image.open(io.BytesIO(data)) as image:
         image.seek(0)

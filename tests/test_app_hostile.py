@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from conftest import child_processes
 
-from realfake.modelcard import load_card, save_card
-from realfake.webapp import create_app
+from realfake.app.webapp import create_app
+from realfake.inference.modelcard import load_card, save_card
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -39,7 +39,7 @@ def test_gunicorn_workers_all_serve_the_model_now_in_place(saved_model, tmp_path
     """Two workers; the model and card are replaced by another model's and one worker is killed
     (gunicorn starts a new one): every answer after that is the new model's."""
     pytest.importorskip("gunicorn", reason="gunicorn is not installed")
-    from realfake.benchmarking import save_untrained_classifier
+    from realfake.evaluation.benchmarking import save_untrained_classifier
 
     model = tmp_path / "served" / "classifier.h5"
     model.parent.mkdir()

@@ -21,16 +21,16 @@ from provenance_fixtures import (
 from test_app import model_probability, post_files
 
 import app as app_script
-from realfake import webapp
-from realfake.errors import PipelineError
-from realfake.provenance import (
+from realfake.app import webapp
+from realfake.app.webapp import create_app
+from realfake.app.webpage import DECLARED_AI_HEADLINE, VERDICTS
+from realfake.core.errors import PipelineError
+from realfake.inference.provenance import (
     SIGNATURE_NOT_CHECKED,
     SIGNATURE_TRUSTED,
     UNREADABLE,
     read_provenance,
 )
-from realfake.webapp import create_app
-from realfake.webpage import DECLARED_AI_HEADLINE, VERDICTS
 
 PROMPT = "a red fox in the snow, photorealistic"
 A1111_PARAMETERS = (

@@ -21,15 +21,15 @@ from conftest import (
 from PIL import Image
 
 import data_augmentation
-from realfake import augmentation
-from realfake.augmentation import (
+from realfake.core.fastjpeg import plain_jpeg_size
+from realfake.core.fileops import STAMP_NAME
+from realfake.data import augmentation
+from realfake.data.augmentation import (
     AugmentationSettings,
     affine_matrices,
     augment_pixels,
     output_draws,
 )
-from realfake.fastjpeg import plain_jpeg_size
-from realfake.fileops import STAMP_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
 

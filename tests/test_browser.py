@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from realfake.images import load_rgb
-from realfake.inference import Prediction
-from realfake.webapp import EXTENSION, create_app
-from realfake.webpage import DECLARED_AI_HEADLINE, VERDICTS
+from realfake.app.webapp import EXTENSION, create_app
+from realfake.app.webpage import DECLARED_AI_HEADLINE, VERDICTS
+from realfake.core.images import load_rgb
+from realfake.inference.classifier import Prediction
 
 pytestmark = pytest.mark.end_to_end
 
@@ -108,7 +108,7 @@ def with_generation_settings(path: Path) -> Path:
 
 def expected_probability(flask_app, path: Path) -> float:
     """P(Fake) from the Keras model itself, averaged with the mirror image where the card asks."""
-    from realfake.inference import probability_fake
+    from realfake.inference.classifier import probability_fake
 
     predictor = flask_app.extensions[EXTENSION].get()
     pixels = load_rgb(path, predictor.image_size)[None]

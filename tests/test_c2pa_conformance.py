@@ -22,7 +22,7 @@ from provenance_fixtures import (
 from test_app_provenance import api_answer, page_for, panel_of
 
 import predict
-from realfake.webpage import DECLARED_AI_HEADLINE
+from realfake.app.webpage import DECLARED_AI_HEADLINE
 
 CONFORMANCE = Path(__file__).resolve().parent / "fixtures" / "c2pa-conformance"
 NOT_CHECKED = "valid, signer not checked against a trust list"

@@ -16,8 +16,8 @@ import data_split_d1
 import data_split_d2
 import data_unzipper
 import make_demo_data
-from realfake.demo_data import DemoCounts, cifake_members, fake_or_real_members, sample_photos
-from realfake.merging import trained_on
+from realfake.data.demo_data import DemoCounts, cifake_members, fake_or_real_members, sample_photos
+from realfake.data.merging import trained_on
 
 
 def generate(destination, *flags):

@@ -10,8 +10,8 @@ from conftest import mirror
 from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 
 import evaluate_model
-from realfake.metrics import balanced_accuracy, choose_threshold, classification_metrics
-from realfake.modelcard import load_card, save_card
+from realfake.evaluation.metrics import balanced_accuracy, choose_threshold, classification_metrics
+from realfake.inference.modelcard import load_card, save_card
 
 COUNTS = {"FAKE": 5, "REAL": 3}  # aliases, as the Kaggle archive names them
 
@@ -71,7 +71,7 @@ def test_classification_metrics_use_fake_as_positive():
 def test_evaluate_writes_metrics_and_plots(saved_model, image_tree, tmp_path, capsys):
     import keras
 
-    from realfake.data import load_split
+    from realfake.training.pipeline import load_split
 
     data = image_tree(COUNTS, name="test")
     output = tmp_path / "evaluation"
@@ -137,8 +137,8 @@ def test_evaluate_threshold_flag_overrides_the_cards(saved_model, image_tree, tm
 def test_evaluate_without_a_card_uses_threshold_half_and_the_image_alone(
     saved_model, image_tree, tmp_path, capsys
 ):
-    from realfake.data import load_split
-    from realfake.inference import probability_fake
+    from realfake.inference.classifier import probability_fake
+    from realfake.training.pipeline import load_split
 
     model_path = tmp_path / "bare.h5"
     shutil.copy(saved_model, model_path)  # the model file alone, no .json beside it
@@ -193,7 +193,7 @@ def left_column_model():
 
 
 def test_test_time_flip_averages_each_image_with_its_mirror_image():
-    from realfake.inference import probability_fake
+    from realfake.inference.classifier import probability_fake
 
     images = np.arange(3 * 16, dtype=np.float32).reshape(3, 4, 4, 1) / 48.0
     model = left_column_model()
@@ -217,8 +217,8 @@ def test_test_time_flip_averages_each_image_with_its_mirror_image():
 def test_evaluate_follows_the_cards_test_time_flip(saved_model, image_tree, tmp_path, capsys):
     import keras
 
-    from realfake.data import load_split
-    from realfake.inference import probability_fake
+    from realfake.inference.classifier import probability_fake
+    from realfake.training.pipeline import load_split
 
     data = image_tree(COUNTS, name="test")
     split = load_split(data, 32, quiet=True)

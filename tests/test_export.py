@@ -19,8 +19,9 @@ from PIL import Image
 
 import export_model
 import predict
-from realfake.errors import PipelineError
-from realfake.export import (
+from realfake.core.errors import PipelineError
+from realfake.inference.classifier import ModelUnavailable, load_classifier
+from realfake.inference.export import (
     BYTES_INPUT,
     BYTES_SIGNATURE,
     OUTPUTS,
@@ -30,8 +31,7 @@ from realfake.export import (
     default_output,
     rest_request,
 )
-from realfake.inference import ModelUnavailable, load_classifier
-from realfake.modelcard import CardError, card_path, load_card
+from realfake.inference.modelcard import CardError, card_path, load_card
 
 PROJECT = Path(__file__).resolve().parent.parent
 CARD = {
@@ -52,7 +52,7 @@ def save_small_classifier(path: Path, seed: int = 0, card: dict = CARD) -> Path:
     the rescaling inside, a 2-way softmax out; saved with its card as training saves one."""
     import keras
 
-    from realfake.inference import save_classifier
+    from realfake.inference.classifier import save_classifier
 
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((32, 32, 3), name="image")
@@ -111,7 +111,7 @@ def test_every_float32_export_answers_as_the_h5_on_300_images(
     assert got.shape == (300, 2)
     assert np.abs(got - expected).max() < 1e-5
     # The mirror average is inside the graph: without it this model's answers differ.
-    from realfake.inference import class_probabilities
+    from realfake.inference.classifier import class_probabilities
 
     alone = class_probabilities(load_classifier(source).model, pixels, test_time_flip=False)
     assert np.abs(got - alone).max() > 1e-3
@@ -218,7 +218,7 @@ def test_the_bytes_signature_decodes_close_to_the_project(exports, source):
     """JPEGs at the input size, and larger PNGs resized inside the graph, against load_rgb."""
     import tensorflow as tf
 
-    from realfake.images import load_rgb
+    from realfake.core.images import load_rgb
 
     signature = tf.saved_model.load(str(exports["savedmodel", "none"])).signatures[BYTES_SIGNATURE]
     classifier = load_classifier(source)
@@ -289,8 +289,8 @@ def test_quantization_is_for_tflite_only(source, capsys):
 
 
 def test_an_export_of_an_export_is_refused(exports):
-    from realfake.export import ExportSettings
-    from realfake.export import export_model as export
+    from realfake.inference.export import ExportSettings
+    from realfake.inference.export import export_model as export
 
     onnx = exports["onnx", "none"]
     with pytest.raises(PipelineError, match="already an export: export the .h5 it came from"):
@@ -317,7 +317,7 @@ runpy.run_path("{script}", run_name="__main__")
 
 APP_REQUESTS = """
 import io, json
-from realfake.webapp import create_app
+from realfake.app.webapp import create_app
 
 client = create_app({"MODEL_PATH": sys.argv[1]}).test_client()
 data = open(sys.argv[2], "rb").read()
@@ -343,7 +343,7 @@ def run_without_tensorflow(code: str, *args: str) -> subprocess.CompletedProcess
 
 def test_the_hook_really_keeps_tensorflow_out(source):
     completed = run_without_tensorflow(
-        "from realfake.inference import load_classifier\nload_classifier(sys.argv[1])",
+        "from realfake.inference.classifier import load_classifier\nload_classifier(sys.argv[1])",
         str(source),
     )
     assert completed.returncode != 0
@@ -361,7 +361,7 @@ def test_predict_answers_on_the_onnx_export_without_tensorflow(exports, source, 
     rows = [json.loads(line) for line in output.read_text().splitlines()]
     assert len(rows) == 8 and all(row["error"] is None for row in rows)
 
-    from realfake.images import load_rgb
+    from realfake.core.images import load_rgb
 
     expected = load_classifier(source).probability_fake(
         np.stack([load_rgb(Path(row["path"]), 32) for row in rows])

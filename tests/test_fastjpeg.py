@@ -1,4 +1,4 @@
-"""realfake.fastjpeg: the direct JPEG decoder and encoder give exactly what Pillow's public API
+"""realfake.core.fastjpeg: the direct JPEG decoder and encoder give exactly what Pillow's public API
 gives, and step aside where they cannot."""
 
 from io import BytesIO
@@ -8,9 +8,9 @@ import pytest
 from conftest import write_image
 from PIL import Image
 
-from realfake import fastjpeg
-from realfake.fastjpeg import JpegWriter, decode_jpeg_into, plain_jpeg_size
-from realfake.images import load_rgb
+from realfake.core import fastjpeg
+from realfake.core.fastjpeg import JpegWriter, decode_jpeg_into, plain_jpeg_size
+from realfake.core.images import load_rgb
 
 QUALITY = 95
 

@@ -10,10 +10,10 @@ import pytest
 from conftest import write_image
 from PIL import Image
 
-from realfake import fileops
-from realfake.errors import PipelineError
-from realfake.images import load_rgb
-from realfake.layout import canonical_class, class_folders, unwrap_dataset
+from realfake.core import fileops
+from realfake.core.errors import PipelineError
+from realfake.core.images import load_rgb
+from realfake.core.layout import canonical_class, class_folders, unwrap_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,8 +12,8 @@ import pytest
 
 import app as app_script
 import evaluate_model
-from realfake import inference
-from realfake.modelcard import CardError, card_path, load_card, save_card
+from realfake.inference import classifier as inference
+from realfake.inference.modelcard import CardError, card_path, load_card, save_card
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -70,7 +70,7 @@ def test_a_bad_card_is_refused_in_one_line_by_every_reader(
     err = capsys.readouterr().err
     assert err.startswith("error: the model card") and message in err and err.count("\n") == 1
 
-    from realfake.webapp import create_app
+    from realfake.app.webapp import create_app
 
     client = create_app({"MODEL_PATH": str(copied_model)}).test_client()
     page = client.get("/")  # the page says why, never a 500
@@ -92,7 +92,7 @@ def test_a_card_left_from_another_model_is_refused_naming_both_files(copied_mode
 
 
 def test_save_classifier_writes_the_model_first_and_a_card_that_names_it(saved_model, tmp_path):
-    from realfake.fileops import file_digest
+    from realfake.core.fileops import file_digest
     from realfake.model import build_model
 
     model = build_model(image_size=32, weights="none", dense_units=8, backbone="tiny")
@@ -181,7 +181,7 @@ def test_predictions_follow_the_cards_threshold_and_uncertain_band(copied_model)
 
 
 def test_uncertain_band_is_where_validation_answers_are_often_wrong():
-    from realfake.metrics import uncertain_band
+    from realfake.evaluation.metrics import uncertain_band
 
     # Fake = 0, threshold 0.5. Near it (distance under 0.1), 20 of 40 answers are wrong; far from
     # it (distance 0.3-0.5), 60 answers are all right. 20% wrong overall: counted from the
@@ -262,7 +262,7 @@ def _calls(path: Path) -> set[str]:
 
 
 def test_only_the_inference_module_loads_models_or_flips_images_at_test_time():
-    allowed = PROJECT / "realfake" / "inference.py"
+    allowed = PROJECT / "realfake" / "inference" / "classifier.py"
     offenders = {
         str(path.relative_to(PROJECT)): sorted(_calls(path) & {"load_model", "reverse"})
         for path in _python_sources()
@@ -288,15 +288,15 @@ def test_evaluation_the_app_and_training_reach_probability_through_one_function(
     assert evaluate_model.main([*argv, "--quiet"]) == 0
     assert len(seen) == 1
 
-    from realfake.serving import Predictor
+    from realfake.app.serving import Predictor
 
     Predictor(saved_model, smoothgrad_samples=1).predict_arrays(np.zeros((2, 32, 32, 3), np.uint8))
     assert len(seen) >= 2
 
-    import realfake.training
+    import realfake.training.run
 
-    assert realfake.training.probability_fake is inference.probability_fake
-    assert "probability_fake" in _calls(PROJECT / "realfake" / "training.py")
+    assert realfake.training.run.probability_fake is inference.probability_fake
+    assert "probability_fake" in _calls(PROJECT / "realfake" / "training" / "run.py")
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,9 @@ import pytest
 from conftest import kill_when_staged, make_tree, snapshot
 
 import data_merger
-from realfake import fileops, merging
-from realfake.fileops import STAMP_NAME
+from realfake.core import fileops
+from realfake.core.fileops import STAMP_NAME
+from realfake.data import merging
 
 SPLIT_COUNTS = {"train": 4, "validation": 2, "test": 2}
 

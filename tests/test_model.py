@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import realfake  # noqa: F401  (before TensorFlow)
-from realfake.errors import PipelineError
+from realfake.core.errors import PipelineError
 
 HEAD = ["gaussian_noise", "avg_pool", "dense", "dropout", "predictions"]
 HEAD_KINDS = ["GaussianNoise", "GlobalAveragePooling2D", "Dense", "Dropout", "Dense"]
@@ -27,7 +27,7 @@ RESIDUAL_BLOCKS = {
 def model():
     """The classifier on the tiny backbone, compiled as training compiles it, built once."""
     from realfake.model import build_model
-    from realfake.training import compile_model
+    from realfake.training.run import compile_model
 
     built = build_model(image_size=32, weights="none", dense_units=16, l2=1e-3, backbone="tiny")
     compile_model(built, 1e-3, 1e-5, 2.0, decay_steps=1000)
@@ -76,7 +76,7 @@ def zeroed_and_other_gammas(base) -> tuple[list[str], dict]:
 def test_the_reference_model_is_resnet101_with_the_specified_head(reference):
     import keras
 
-    from realfake.benchmarking import forward_flops
+    from realfake.evaluation.benchmarking import forward_flops
 
     assert [layer.name for layer in reference.layers][:3] == ["image", "preprocess", "resnet101"]
     kinds = [type(layer).__name__ for layer in reference.layers]
@@ -166,8 +166,8 @@ def test_loss_is_binary_cross_entropy_of_fake_probability(model):
 def test_f1_on_one_hot_labels_is_fakes_f1():
     from sklearn.metrics import f1_score
 
-    from realfake.callbacks import FakeClassLogs
-    from realfake.training import training_metrics
+    from realfake.training.callbacks import FakeClassLogs
+    from realfake.training.run import training_metrics
 
     f1 = next(metric for metric in training_metrics() if metric.name == "f1")
     labels = np.array([0, 0, 0, 1, 1, 1, 1, 0])

@@ -8,8 +8,8 @@ from conftest import make_tree, snapshot, write_image
 
 import data_augmentation
 import move_augmented_images
-from realfake import fileops
-from realfake.fileops import STAMP_NAME
+from realfake.core import fileops
+from realfake.core.fileops import STAMP_NAME
 
 
 class Killed(BaseException):

@@ -25,8 +25,8 @@ def test_the_wheel_holds_the_package_its_templates_and_static_files(tmp_path):
     )
     # The page and its assets as the web app keeps them inside the package.
     for folder, name in (("templates", "index.html"), ("static", "style.css")):
-        (source / "realfake" / folder).mkdir(exist_ok=True)
-        (source / "realfake" / folder / name).write_text("<!-- packaged -->\n")
+        (source / "realfake" / "app" / folder).mkdir(exist_ok=True)
+        (source / "realfake" / "app" / folder / name).write_text("<!-- packaged -->\n")
     shutil.copy2(REPO / "model_training.py", source / "model_training.py")
 
     completed = subprocess.run(
@@ -45,8 +45,12 @@ def test_the_wheel_holds_the_package_its_templates_and_static_files(tmp_path):
         for path in (source / "realfake").rglob("*")
         if path.is_file() and "__pycache__" not in path.parts
     }
-    assert {"realfake/__init__.py", "realfake/training.py", "realfake/inference.py"} <= expected
-    assert {"realfake/templates/index.html", "realfake/static/style.css"} <= expected
+    assert {
+        "realfake/__init__.py",
+        "realfake/training/run.py",
+        "realfake/inference/classifier.py",
+    } <= expected
+    assert {"realfake/app/templates/index.html", "realfake/app/static/style.css"} <= expected
     assert expected <= names, sorted(expected - names)
     assert not {name for name in names if not name.startswith("realfake")}  # no scripts, tests
     metadata = next(name for name in names if name.endswith("METADATA"))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from matplotlib.colors import to_rgb
 
-from realfake.metrics import confusion_matrix_figure, history_figures, roc_figure
+from realfake.evaluation.metrics import confusion_matrix_figure, history_figures, roc_figure
 
 # Fake = 0, Real = 1. At threshold 0.5: Fake 3 right, 1 wrong; Real 5 right, 1 wrong.
 LABELS = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])

@@ -20,8 +20,9 @@ from conftest import make_tree, write_image
 
 import evaluate_model
 import predict
-from realfake import batch, inference
-from realfake.images import load_rgb
+from realfake.core.images import load_rgb
+from realfake.inference import batch
+from realfake.inference import classifier as inference
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -205,17 +206,17 @@ def test_probabilities_equal_those_of_evaluate_model_for_every_image(
     image_tree, classifier, loaded, tmp_path, monkeypatch, capsys
 ):
     data = image_tree({"Fake": 5, "Real": 6})
-    import realfake.metrics
-    from realfake.data import find_class_images
+    import realfake.evaluation.metrics
+    from realfake.training.pipeline import find_class_images
 
     seen = {}
-    real_metrics = realfake.metrics.classification_metrics
+    real_metrics = realfake.evaluation.metrics.classification_metrics
 
     def spy(labels, probability_fake, threshold):
         seen["probability_fake"] = np.array(probability_fake)
         return real_metrics(labels, probability_fake, threshold)
 
-    monkeypatch.setattr(realfake.metrics, "classification_metrics", spy)
+    monkeypatch.setattr(realfake.evaluation.metrics, "classification_metrics", spy)
     argv = ["--model", str(classifier.path), "--data", str(data), "--quiet"]
     assert evaluate_model.main([*argv, "--output", str(tmp_path / "evaluation")]) == 0
     evaluated = dict(

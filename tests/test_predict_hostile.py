@@ -18,8 +18,8 @@ from conftest import make_tree
 from test_predict import PROJECT, classifier, loaded, read_rows  # noqa: F401  (fixtures)
 
 import predict
-from realfake import batch
-from realfake.fileops import NotRegularFile, read_regular_file
+from realfake.core.fileops import NotRegularFile, read_regular_file
+from realfake.inference import batch
 
 
 def run_predict(argv: list[str], capsys) -> tuple[int, str, str]:
@@ -138,7 +138,7 @@ def shards(folder: Path, model: Path, tmp_path: Path, count: int, name: str = "p
 def test_merge_refuses_parts_scored_under_different_thresholds(
     classifier, loaded, tmp_path, capsys
 ):
-    from realfake.modelcard import load_card, save_card
+    from realfake.inference.modelcard import load_card, save_card
 
     other = tmp_path / "other" / classifier.path.name
     other.parent.mkdir()

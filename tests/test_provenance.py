@@ -26,8 +26,8 @@ from provenance_fixtures import (
     xmp_with_entity,
 )
 
-from realfake.errors import PipelineError
-from realfake.provenance import (
+from realfake.core.errors import PipelineError
+from realfake.inference.provenance import (
     CSV_COLUMNS,
     MAX_TEXT_CHARS,
     SIGNATURE_INVALID,

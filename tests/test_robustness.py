@@ -18,11 +18,12 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 
 import evaluate_model
-from realfake import batch_augmentation, perturbations, robustness
-from realfake.inference import load_classifier
-from realfake.metrics import choose_threshold, classification_metrics
-from realfake.modelcard import load_card, save_card
-from realfake.perturbations import Perturbation
+from realfake.evaluation import perturbations, robustness
+from realfake.evaluation.metrics import choose_threshold, classification_metrics
+from realfake.evaluation.perturbations import Perturbation
+from realfake.inference.classifier import load_classifier
+from realfake.inference.modelcard import load_card, save_card
+from realfake.training import batch_augmentation
 
 ROW_FIELDS = {
     "family",
@@ -220,7 +221,7 @@ def detail_data(tmp_path_factory):
 def detail_model(detail_data, tmp_path_factory):
     """The detail model scaled to these images, its card's threshold set so that the three least
     sharp Fakes are called Real although every threshold between the classes would be perfect."""
-    from realfake.data import load_split
+    from realfake.training.pipeline import load_split
 
     path = tmp_path_factory.mktemp("detail_model") / "detail.h5"
     split = load_split(detail_data, 32, quiet=True)
@@ -244,7 +245,7 @@ def laplacian_energy(image: np.ndarray) -> float:
 
 
 def test_the_report_scores_each_perturbation_at_the_cards_threshold(detail_model, detail_data):
-    from realfake.data import load_split
+    from realfake.training.pipeline import load_split
 
     classifier = load_classifier(detail_model)
     assert classifier.threshold != 0.5
@@ -290,7 +291,7 @@ class Terminal(io.StringIO):
 
 
 def test_the_progress_bar_counts_perturbation_rows(detail_model, detail_data, monkeypatch):
-    from realfake.data import load_split
+    from realfake.training.pipeline import load_split
 
     classifier = load_classifier(detail_model)
     split = load_split(detail_data, 32, quiet=True)
@@ -586,7 +587,7 @@ def test_each_downscale_filter_resamples_in_its_own_way():
 def test_crop_shifts_each_image_by_whole_pixels():
     import tensorflow as tf
 
-    from realfake.batch_augmentation import CROP_PADDING, pad_and_crop
+    from realfake.training.batch_augmentation import CROP_PADDING, pad_and_crop
 
     images = textured_images(16).astype(np.float32)
     seed = tf.constant([4, 2], tf.int64)
@@ -609,7 +610,7 @@ def test_crop_shifts_each_image_by_whole_pixels():
 
 @pytest.mark.parametrize("augment", ["jpeg,blur", "flip,crop,jpeg,blur,downscale:0.5"])
 def test_the_pipeline_augments_a_resumed_run_as_the_whole_run(augment):
-    from realfake.data import Split, make_dataset
+    from realfake.training.pipeline import Split, make_dataset
 
     images = textured_images(20)
     split = Split(images, np.arange(20) % 2, [f"{index}.png" for index in range(20)])

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from realfake import benchmarking, speed
+from realfake.evaluation import benchmarking
+from realfake.training import speed
 
 
 def _variables(shapes, seed):

@@ -21,8 +21,9 @@ import data_merger
 import data_split_d1
 import data_split_d2
 import data_unzipper
-from realfake import fileops, splitting
-from realfake.fileops import STAMP_NAME
+from realfake.core import fileops
+from realfake.core.fileops import STAMP_NAME
+from realfake.data import splitting
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -62,7 +62,7 @@ def run_epochs(callback, model, logs_by_epoch):
 def test_stop_callback_stops_restores_and_saves_the_best_epoch(tmp_path):
     import keras
 
-    from realfake.callbacks import StopTrainingOnValidationLoss
+    from realfake.training.callbacks import StopTrainingOnValidationLoss
 
     model = scripted_model()
     model.stop_training = False
@@ -84,7 +84,7 @@ def test_stop_callback_stops_restores_and_saves_the_best_epoch(tmp_path):
 
 
 def test_stop_callback_never_stops_within_grace_and_restores_at_the_end():
-    from realfake.callbacks import StopTrainingOnValidationLoss
+    from realfake.training.callbacks import StopTrainingOnValidationLoss
 
     model = scripted_model()
     model.stop_training = False
@@ -97,7 +97,7 @@ def test_stop_callback_never_stops_within_grace_and_restores_at_the_end():
 
 
 def test_stop_callback_state_survives_a_resume():
-    from realfake.callbacks import StopTrainingOnValidationLoss
+    from realfake.training.callbacks import StopTrainingOnValidationLoss
 
     model = scripted_model()
     model.stop_training = False
@@ -122,7 +122,7 @@ def test_batch_norm_statistics_are_reestimated_from_training_batches():
     import keras
     import tensorflow as tf
 
-    from realfake.callbacks import batch_norm_layers, recalibrate_batch_norm
+    from realfake.training.callbacks import batch_norm_layers, recalibrate_batch_norm
 
     model = one_batch_norm_model()
     batch_norm = batch_norm_layers(model)[0]
@@ -244,7 +244,7 @@ def read_csv(path: Path) -> list[dict]:
 
 
 def saved_weights(path: Path) -> list[np.ndarray]:
-    from realfake.inference import load_classifier
+    from realfake.inference.classifier import load_classifier
 
     return load_classifier(path).model.get_weights()
 
@@ -327,7 +327,7 @@ def test_resume_without_a_checkpoint_is_an_error(tmp_path, capsys):
 
 def test_resume_with_other_settings_is_refused(tmp_path, capsys):
     import model_training
-    from realfake.training_config import TrainingConfig, run_settings
+    from realfake.training.settings import TrainingConfig, run_settings
 
     data = split_tree(tmp_path / "data", {"train": 2, "validation": 1, "test": 1})
     argv = training_args(data, tmp_path / "out")
@@ -347,7 +347,7 @@ def test_a_checkpoint_from_before_the_backbone_setting_is_resnet101s(tmp_path, c
     """Checkpoints written before --backbone existed hold no backbone: they continue only as
     ResNet101 runs."""
     import model_training
-    from realfake.training_config import TrainingConfig, run_settings
+    from realfake.training.settings import TrainingConfig, run_settings
 
     data = split_tree(tmp_path / "data", {"train": 2, "validation": 1, "test": 1})
     argv = training_args(data, tmp_path / "out")
@@ -408,7 +408,7 @@ def test_missing_split_is_a_one_line_error(tmp_path, capsys):
 
 
 def test_architecture_plot_warns_without_graphviz(tmp_path, monkeypatch, capsys):
-    from realfake.metrics import plot_architecture
+    from realfake.evaluation.metrics import plot_architecture
 
     monkeypatch.setenv("PATH", str(tmp_path))  # no `dot` here
     assert plot_architecture(one_batch_norm_model(), tmp_path / "model_architecture.png") is None
@@ -483,7 +483,7 @@ def test_reference_end_to_end_run_writes_every_output(tmp_path, capsys):
 
 
 def test_split_loading_counts_weights_and_batches(tmp_path):
-    from realfake.data import class_weights, load_split, make_dataset
+    from realfake.training.pipeline import class_weights, load_split, make_dataset
 
     folder = make_tree(tmp_path / "train", {"FAKE": 6, "real_images": 3})
     split = load_split(folder, 32, quiet=True)
@@ -514,9 +514,9 @@ def test_split_loading_counts_weights_and_batches(tmp_path):
 
 def test_flip_augmentation_keeps_every_pixel_and_flip_shift_resamples(tmp_path):
     import model_training
-    from realfake.batch_augmentation import augmentation_layers
-    from realfake.data import load_split, make_dataset
-    from realfake.errors import PipelineError
+    from realfake.core.errors import PipelineError
+    from realfake.training.batch_augmentation import augmentation_layers
+    from realfake.training.pipeline import load_split, make_dataset
 
     split = load_split(make_tree(tmp_path / "train", {"Fake": 6, "Real": 6}), 32, quiet=True)
     originals = split.images.astype(np.float32)
@@ -552,7 +552,7 @@ def test_a_seed_of_zero_is_refused_with_one_line(capsys):
 
 
 def test_warmup_rises_linearly_then_decays_polynomially_over_the_rest():
-    from realfake.training import learning_rate_schedule
+    from realfake.training.run import learning_rate_schedule
 
     schedule = learning_rate_schedule(2e-3, 0.0, 1.0, decay_steps=1000, warmup_steps=100)
     rates = [float(schedule(step)) for step in (0, 49, 99, 100, 550, 1000)]
@@ -567,7 +567,7 @@ def test_warmup_rises_linearly_then_decays_polynomially_over_the_rest():
 def test_a_warmup_schedule_survives_the_optimizer_config_round_trip():
     import keras
 
-    from realfake.training import learning_rate_schedule
+    from realfake.training.run import learning_rate_schedule
 
     optimizer = keras.optimizers.Adam(learning_rate_schedule(1e-3, 0.0, 2.0, 500, 50))
     restored = keras.optimizers.Adam.from_config(optimizer.get_config())
@@ -593,7 +593,7 @@ def test_bad_warmup_and_zero_init_combinations_are_refused_with_one_line(capsys)
 
 
 def test_clearing_a_checkpoint_leaves_no_empty_parent_but_keeps_a_used_one(tmp_path):
-    from realfake.checkpoint import clear_checkpoint
+    from realfake.training.checkpoint import clear_checkpoint
 
     checkpoint = tmp_path / "runs" / "training"
     checkpoint.mkdir(parents=True)
@@ -616,10 +616,10 @@ def test_a_finished_checkpoint_is_rescored_with_test_time_flip_without_training(
     import keras
 
     import model_training
-    import realfake.training as training
-    from realfake.data import load_split
-    from realfake.inference import probability_fake
-    from realfake.metrics import choose_threshold, classification_metrics
+    import realfake.training.run as training
+    from realfake.evaluation.metrics import choose_threshold, classification_metrics
+    from realfake.inference.classifier import probability_fake
+    from realfake.training.pipeline import load_split
 
     monkeypatch.setattr(training, "clear_checkpoint", lambda directory: None)  # keep it
     data = split_tree(tmp_path / "data", {"train": 8, "validation": 6, "test": 6})
@@ -660,7 +660,7 @@ def test_a_finished_checkpoint_is_rescored_with_test_time_flip_without_training(
 
 
 def test_early_stopping_stops_after_patience_and_its_count_survives_a_resume():
-    from realfake.callbacks import ResumableEarlyStopping
+    from realfake.training.callbacks import ResumableEarlyStopping
 
     losses = [1.0, 0.8, 0.9, 0.85, 0.7]  # epochs 2 and 3 bring no lower validation loss
     model = scripted_model()
@@ -686,7 +686,7 @@ def test_early_stopping_stops_after_patience_and_its_count_survives_a_resume():
 def test_progress_lines_come_every_interval_with_images_rate_and_loss():
     import io
 
-    from realfake.callbacks import ProgressLog
+    from realfake.training.callbacks import ProgressLog
 
     times = iter([0.0, 10.0, 61.0, 62.0, 125.0])
     stream = io.StringIO()
@@ -717,7 +717,7 @@ def test_training_says_what_it_does_and_prints_progress_when_not_a_terminal(tmp_
 
 def test_the_cifake_recipe_fills_the_settings_and_explicit_flags_override_it():
     import model_training
-    from realfake.training_config import RECIPES, TrainingConfig
+    from realfake.training.settings import RECIPES, TrainingConfig
 
     parser = model_training.build_parser()
     plain = model_training.parse_arguments(parser, [])
@@ -736,7 +736,7 @@ def test_the_cifake_recipe_fills_the_settings_and_explicit_flags_override_it():
 
 
 def test_the_recipe_table_keeps_the_first_reference_beside_the_robust_one():
-    from realfake.training_config import RECIPES, parse_augment
+    from realfake.training.settings import RECIPES, parse_augment
 
     first, robust = RECIPES["cifake-v1"], RECIPES["cifake"]
     assert first["augment"] == "flip"  # the first reference model's recipe, unchanged
@@ -793,7 +793,7 @@ def test_offline_imagenet_weights_fail_in_one_line_before_any_decoding(
     import keras
 
     import model_training
-    import realfake.data
+    import realfake.training.pipeline
 
     def no_network(*args, **kwargs):
         raise Exception("URL fetch failure on https://storage.googleapis.com/: no route")
@@ -802,7 +802,7 @@ def test_offline_imagenet_weights_fail_in_one_line_before_any_decoding(
         raise AssertionError("decoded the data before checking the weights")
 
     monkeypatch.setattr(keras.utils, "get_file", no_network)
-    monkeypatch.setattr(realfake.data, "load_splits", decoding)
+    monkeypatch.setattr(realfake.training.pipeline, "load_splits", decoding)
     data = split_tree(tmp_path / "data", {"train": 1, "validation": 1, "test": 1})
     argv = training_args(data, tmp_path / "out")
     for flag in ("--weights", "none", "--backbone", TINY_BACKBONE):  # ResNet101, from ImageNet
@@ -845,12 +845,12 @@ def test_the_training_package_takes_a_typed_config_and_never_sees_argparse():
     import ast
     import inspect
 
-    from realfake import training
-    from realfake.training_config import TrainingConfig
+    from realfake.training import run as training
+    from realfake.training.settings import TrainingConfig
 
     assert inspect.signature(training.train).parameters["config"].annotation is TrainingConfig
-    for name in ("training", "training_config", "callbacks", "checkpoint"):
-        tree = ast.parse((REPO / "realfake" / f"{name}.py").read_text(encoding="utf-8"))
+    for name in ("run", "settings", "callbacks", "checkpoint"):
+        tree = ast.parse((REPO / "realfake" / "training" / f"{name}.py").read_text("utf-8"))
         imported = {
             alias.name
             for node in ast.walk(tree)
@@ -875,8 +875,8 @@ def small_classifier(seed: int = 3):
 def test_weight_decay_shrinks_kernels_only_and_keeps_the_fast_path():
     import keras
 
-    from realfake import speed
-    from realfake.training import compile_model
+    from realfake.training import speed
+    from realfake.training.run import compile_model
 
     model = small_classifier()
     compile_model(model, 0.1, 0.1, 1.0, decay_steps=10, weight_decay=0.5)
@@ -895,12 +895,12 @@ def test_weight_decay_shrinks_kernels_only_and_keeps_the_fast_path():
 def test_the_weight_average_is_validated_and_kept_while_training_goes_on_from_the_trained():
     import keras
 
-    from realfake.callbacks import (
+    from realfake.training.callbacks import (
         AveragedWeightsForValidation,
         RestoreTrained,
         StopTrainingOnValidationLoss,
     )
-    from realfake.training import compile_model
+    from realfake.training.run import compile_model
 
     model = small_classifier()
     compile_model(model, 0.05, 0.05, 1.0, decay_steps=40, ema_momentum=0.8)
@@ -948,7 +948,7 @@ def test_every_training_flag_takes_its_default_from_the_training_config():
     from dataclasses import fields
 
     import model_training
-    from realfake.training_config import TrainingConfig
+    from realfake.training.settings import TrainingConfig
 
     defaults = TrainingConfig()
     names = {field.name for field in fields(TrainingConfig)}

@@ -1,4 +1,5 @@
-"""realfake.workers: a worker dies with its stage, through Linux's parent-death signal or, where
+"""realfake.core.workers: a worker dies with its stage, through Linux's parent-death signal or,
+where
 that is not available, through the thread that watches the parent."""
 
 import sys
@@ -13,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # wait far longer than the test.
 STAGE = """
 import os, sys, time
-from realfake import workers
+from realfake.core import workers
 if os.fork() == 0:
     if sys.argv[1] == "watching thread":
         workers.sys.platform = "elsewhere"  # as on a system without prctl

@@ -7,7 +7,7 @@ from conftest import make_tree, snapshot
 
 import data_unzipper
 import data_zipper
-from realfake.fileops import STAMP_NAME
+from realfake.core.fileops import STAMP_NAME
 
 
 @pytest.fixture
