@@ -11,7 +11,7 @@ import pytest
 from conftest import make_tree, snapshot, write_image
 
 import data_deleter
-from realfake.data import cleaning
+from realfake.training.pipeline import cleaning
 
 
 @pytest.fixture

@@ -204,10 +204,9 @@ class Predictor:
 
         self._front, self._base, self._head = _split_at_base(model, self.classifier.backbone)
         self.feature_side = self._feature_side()
+        cells, base = self.feature_side, self.classifier.backbone
         self.heatmap_method = (
-            f"Grad-CAM on the {self.feature_side}x{self.feature_side} map of "
-            f"{self.classifier.backbone}'s "
-            "last block"
+            f"Grad-CAM on the {cells}x{cells} map of {base}'s last block"
             if self.feature_side >= GRAD_CAM_MIN_SIDE
             else f"SmoothGrad saliency ({smoothgrad_samples} noisy copies, gradient at the input)"
         )
