@@ -148,7 +148,7 @@ def main(argv=None) -> int:
         if args.submission is not None:
             parser.error("--submission needs every image: write it with --merge after the shards")
 
-    from realfake.inference.classifier import batch
+    from realfake.inference import batch
 
     if args.allow_partial and args.merge is None:
         parser.error("--allow-partial goes with --merge")

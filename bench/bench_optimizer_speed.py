@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     import tensorflow as tf
 
     from realfake.model import build_model
-    from realfake.training.run import speed
+    from realfake.training import speed
 
     model = build_model(image_size=args.image_size)
     variables = model.trainable_variables

@@ -163,7 +163,7 @@ def timed(function) -> float:
 def measure_case(name, folder, paths, classifier, args, workdir) -> dict:
     """One row of the table."""
     from realfake.core.images import load_rgb
-    from realfake.inference.classifier import batch
+    from realfake.inference import batch
     from realfake.training.pipeline import load_split
 
     size = classifier.image_size

@@ -157,7 +157,7 @@ def run_worker(config: dict) -> dict:
     from realfake.core.config import SEED
     from realfake.evaluation import benchmarking
     from realfake.model import build_model
-    from realfake.training.run import speed
+    from realfake.training import speed
     from realfake.training.pipeline import Split, make_dataset, one_hot
     from realfake.training.run import compile_model
 

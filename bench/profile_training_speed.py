@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     import tensorflow as tf
 
     from realfake.model import build_model
-    from realfake.training.run import speed
+    from realfake.training import speed
     from realfake.training.pipeline import one_hot
     from realfake.training.run import compile_model
 

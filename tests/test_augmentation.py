@@ -23,7 +23,7 @@ from PIL import Image
 import data_augmentation
 from realfake.core.fastjpeg import plain_jpeg_size
 from realfake.core.fileops import STAMP_NAME
-from realfake.training.pipeline import augmentation
+from realfake.data import augmentation
 from realfake.data.augmentation import (
     AugmentationSettings,
     affine_matrices,

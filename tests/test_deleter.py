@@ -11,7 +11,7 @@ import pytest
 from conftest import make_tree, snapshot, write_image
 
 import data_deleter
-from realfake.training.pipeline import cleaning
+from realfake.data import cleaning
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 
 import app as app_script
 import evaluate_model
-from realfake.inference.classifier import classifier as inference
+from realfake.inference import classifier as inference
 from realfake.inference.modelcard import CardError, card_path, load_card, save_card
 
 PROJECT = Path(__file__).resolve().parent.parent

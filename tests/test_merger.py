@@ -13,7 +13,7 @@ from conftest import kill_when_staged, make_tree, snapshot
 import data_merger
 from realfake.core import fileops
 from realfake.core.fileops import STAMP_NAME
-from realfake.training.pipeline import merging
+from realfake.data import merging
 
 SPLIT_COUNTS = {"train": 4, "validation": 2, "test": 2}
 

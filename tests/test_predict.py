@@ -21,8 +21,8 @@ from conftest import make_tree, write_image
 import evaluate_model
 import predict
 from realfake.core.images import load_rgb
-from realfake.inference.classifier import batch
-from realfake.inference.classifier import classifier as inference
+from realfake.inference import batch
+from realfake.inference import classifier as inference
 
 PROJECT = Path(__file__).resolve().parent.parent
 

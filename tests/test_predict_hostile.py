@@ -19,7 +19,7 @@ from test_predict import PROJECT, classifier, loaded, read_rows  # noqa: F401  (
 
 import predict
 from realfake.core.fileops import NotRegularFile, read_regular_file
-from realfake.inference.classifier import batch
+from realfake.inference import batch
 
 
 def run_predict(argv: list[str], capsys) -> tuple[int, str, str]:

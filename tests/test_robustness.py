@@ -23,7 +23,7 @@ from realfake.evaluation.metrics import choose_threshold, classification_metrics
 from realfake.evaluation.perturbations import Perturbation
 from realfake.inference.classifier import load_classifier
 from realfake.inference.modelcard import load_card, save_card
-from realfake.training.run import batch_augmentation
+from realfake.training import batch_augmentation
 
 ROW_FIELDS = {
     "family",

@@ -7,7 +7,6 @@ import pytest
 import tensorflow as tf
 
 from realfake.evaluation import benchmarking
-
 from realfake.training import speed
 
 

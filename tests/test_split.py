@@ -23,7 +23,7 @@ import data_split_d2
 import data_unzipper
 from realfake.core import fileops
 from realfake.core.fileops import STAMP_NAME
-from realfake.training.pipeline import splitting
+from realfake.data import splitting
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -845,7 +845,7 @@ def test_the_training_package_takes_a_typed_config_and_never_sees_argparse():
     import ast
     import inspect
 
-    from realfake.training.run import run as training
+    from realfake.training import run as training
     from realfake.training.settings import TrainingConfig
 
     assert inspect.signature(training.train).parameters["config"].annotation is TrainingConfig
@@ -875,7 +875,7 @@ def small_classifier(seed: int = 3):
 def test_weight_decay_shrinks_kernels_only_and_keeps_the_fast_path():
     import keras
 
-    from realfake.training.run import speed
+    from realfake.training import speed
     from realfake.training.run import compile_model
 
     model = small_classifier()

@@ -13,7 +13,7 @@ from conftest import kill_when_staged, snapshot
 import data_unzipper
 from realfake.core.errors import PipelineError
 from realfake.core.fileops import STAMP_NAME
-from realfake.training.pipeline import archive as archive_module
+from realfake.data import archive as archive_module
 from realfake.data.archive import safe_member_path, write_zip
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -19,7 +19,7 @@ from realfake.core.errors import PipelineError
 from realfake.core.fileops import atomic_write_text
 from realfake.data.merging import trained_on
 from realfake.inference.classifier import FAKE_INDEX, probability_fake, save_classifier
-from realfake.training.run import speed
+from realfake.training import speed
 from realfake.training.callbacks import (
     AveragedWeightsForValidation,
     BatchNormRecalibration,
