@@ -8,7 +8,7 @@ the model, and writes rows. Rows come in the order of their path strings, so sha
 back by path into exactly the rows of one run.
 
 Example:
-    files, skipped = find_images(["photos/", "more/*.png"])
+    files, skipped, folders_skipped = find_images(["photos/", "more/*.png"])
     config = PredictConfig(("photos/",), model=Path("models/m.h5"), output=Path("scores.csv"))
     print(predict(config).line())
 """
@@ -69,15 +69,19 @@ def path_text(path: Path | str) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
-def find_images(arguments: Sequence[str]) -> tuple[list[ImageFile], int]:
+def find_images(arguments: Sequence[str]) -> tuple[list[ImageFile], int, list[str]]:
     """Image files under the given files, folders (recursed) and glob patterns, sorted by path,
-    each once; and the number of non-image files skipped.
+    each once; the number of non-image files skipped; and the folders not entered, each as
+    "path (reason)".
 
     Hidden folders (`.git`, `.ipynb_checkpoints`) are not entered; hidden files such as
-    `.DS_Store` count as skipped non-images. A PATH that names nothing raises PipelineError.
+    `.DS_Store` count as skipped non-images. A folder linked inside a PATH is not followed (a
+    link can lead back up and loop) and a folder that cannot be listed is not entered: both are
+    returned with the reason. A PATH that names nothing raises PipelineError.
     """
     found: dict[str, ImageFile] = {}
     skipped = 0
+    folders_skipped: list[str] = []
     for argument in arguments:
         literal = Path(argument)
         if literal.exists():
@@ -90,13 +94,14 @@ def find_images(arguments: Sequence[str]) -> tuple[list[ImageFile], int]:
         if not matches:
             raise PipelineError(f"no such file or folder, and no file matches: {argument}")
         for match in matches:
-            for path in _walk(match) if match.is_dir() else [match]:
+            paths = _walk(match, folders_skipped) if match.is_dir() else [match]
+            for path in paths:
                 if not is_image_name(path):
                     skipped += 1
                     continue
                 relative = path.relative_to(base).as_posix()
                 found.setdefault(path_text(path), ImageFile(path, relative))
-    return [found[key] for key in sorted(found)], skipped
+    return [found[key] for key in sorted(found)], skipped, sorted(set(folders_skipped))
 
 
 def _glob_base(pattern: str) -> Path:
@@ -105,10 +110,20 @@ def _glob_base(pattern: str) -> Path:
     return Path(*plain) if plain else Path(".")
 
 
-def _walk(folder: Path) -> Iterator[Path]:
-    """Every file under `folder`, hidden folders left out, in sorted order."""
-    for root, folders, files in os.walk(folder):
-        folders[:] = sorted(name for name in folders if not name.startswith("."))
+def _walk(folder: Path, folders_skipped: list[str]) -> Iterator[Path]:
+    """Every file under `folder`, hidden folders left out, in sorted order; each linked or
+    unreadable folder met is added to `folders_skipped` as "path (reason)"."""
+
+    def unreadable(error: OSError) -> None:
+        folders_skipped.append(f"{path_text(error.filename)} (cannot read: {error.strerror})")
+
+    for root, folders, files in os.walk(folder, onerror=unreadable):
+        visible = sorted(name for name in folders if not name.startswith("."))
+        folders[:] = [name for name in visible if not os.path.islink(os.path.join(root, name))]
+        for name in sorted(set(visible) - set(folders)):
+            folders_skipped.append(
+                f"{path_text(Path(root) / name)} (a link to a folder, not followed)"
+            )
         for name in sorted(files):
             yield Path(root) / name
 
@@ -421,6 +436,7 @@ class Summary:
     output: Path | None = None
     submission_rows: int | None = None
     parts: int = 0
+    folders_skipped: list[str] = field(default_factory=list)
 
     def line(self) -> str:
         scored = sum(self.tally.verdicts.values())
@@ -438,6 +454,10 @@ class Summary:
             text += f", continuing after {self.resumed:,} rows already written"
         if self.skipped:
             text += f"; skipped {self.skipped:,} non-image files"
+        if self.folders_skipped:
+            count = len(self.folders_skipped)
+            text += f"; skipped {count:,} folder{'s' if count != 1 else ''}: "
+            text += _names(self.folders_skipped)
         if self.tally.failed:
             text += (
                 f"; {len(self.tally.failed):,} could not be decoded: {_names(self.tally.failed)}"
@@ -769,7 +789,7 @@ def _predict(config: PredictConfig, classifier, stdout) -> Summary:
 
     stdout = stdout if stdout is not None else sys.stdout
     output_format = format_for(config.output, config.output_format)
-    files, skipped = find_images(config.paths)
+    files, skipped, folders_skipped = find_images(config.paths)
     if config.output is not None and config.output.exists():
         _refuse_output_among_inputs(config.output, [file.path for file in files], config.submission)
     files = select_shard(files, config.shard)
@@ -823,7 +843,15 @@ def _predict(config: PredictConfig, classifier, stdout) -> Summary:
         writer.write(rows_text(pending, columns, output_format))
         writer.flush()
 
-    summary = Summary(tally, len(files), skipped, done, config.shard, config.output)
+    summary = Summary(
+        tally,
+        len(files),
+        skipped,
+        done,
+        config.shard,
+        config.output,
+        folders_skipped=folders_skipped,
+    )
     text = None
     if sample is not None:
         text = submission_text(sample, matched, tally.answers)

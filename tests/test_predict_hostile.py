@@ -190,3 +190,53 @@ def test_an_output_that_names_an_input_image_is_refused(classifier, loaded, tmp_
     )
     assert image.read_bytes() == before
     assert not list(image.parent.glob(".img_0000.jpg*"))
+
+
+def test_a_linked_folder_inside_a_path_is_skipped_and_counted_with_its_reason(
+    classifier, loaded, tmp_path, capsys
+):
+    folder = make_tree(tmp_path / "photos", {"a": 2})
+    elsewhere = make_tree(tmp_path / "elsewhere", {"b": 3})
+    (folder / "linked").symlink_to(elsewhere, target_is_directory=True)
+    output = tmp_path / "scores.csv"
+    argv = [str(folder), "--model", str(classifier.path), "--output", str(output)]
+    code, out, _ = run_predict(argv, capsys)
+    assert code == 0
+    assert out.startswith("predicted 2 of 2 images (")  # the verdicts of an untrained model vary
+    assert out.endswith(
+        f"; skipped 1 folder: {folder}/linked (a link to a folder, not followed) -> {output}\n"
+    )
+
+
+def without_root_file_access(command: list[str]) -> list[str]:
+    """`command` run so that file permissions hold for it: as root, without the capabilities
+    that let root read any folder (dropped from the bounding set by util-linux's setpriv)."""
+    if os.geteuid() != 0:
+        return command
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: no folder is unreadable to this test")
+    return ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *command]
+
+
+def test_an_unreadable_folder_is_skipped_and_counted_with_its_reason(saved_model, tmp_path):
+    folder = make_tree(tmp_path / "photos", {"a": 2, "locked": 3})
+    (folder / "locked").chmod(0)
+    command = [sys.executable, str(PROJECT / "predict.py"), str(folder), "--model"]
+    try:
+        result = subprocess.run(
+            without_root_file_access([*command, str(saved_model), "--no-provenance", "--quiet"]),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        (folder / "locked").chmod(0o755)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.endswith(
+        f"; skipped 1 folder: {folder}/locked (cannot read: Permission denied)\n"
+    )
+    assert result.stderr.startswith("predicted 2 of 2 images")
+    assert [line.split(",")[0] for line in result.stdout.splitlines()[1:]] == [
+        f"{folder}/a/img_0000.jpg",
+        f"{folder}/a/img_0001.jpg",
+    ]
