@@ -357,9 +357,12 @@ def rows_text(rows: Iterable[dict], columns: Sequence[str], output_format: str) 
 
 
 def _csv_line(values: Sequence) -> str:
+    """One CSV record ending in \\n. The writer quotes a cell holding any character of its line
+    terminator, so it writes with \\r\\n, which quotes a \\r in a name too (readers end a record
+    at a bare \\r), and the record's own \\r\\n becomes \\n."""
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow(values)
-    return buffer.getvalue()
+    csv.writer(buffer, lineterminator="\r\n").writerow(values)
+    return buffer.getvalue()[:-2] + "\n"
 
 
 def detect_format(first_line: str) -> str:
@@ -367,21 +370,42 @@ def detect_format(first_line: str) -> str:
     return "jsonl" if first_line.lstrip().startswith("{") else "csv"
 
 
+def split_records(text: str, output_format: str) -> list[str]:
+    """The records of an output's text, each with its line end: a JSON line ends only at \\n
+    (JSON escapes it inside strings), a CSV record where the csv module says it does, so a name
+    holding \\r, \\n or U+2028 stays in its record (`str.splitlines` would split it there).
+    Text that does not end a record (a torn or broken quote) comes last as one record."""
+    lines = io.StringIO(text, newline="\n").readlines()
+    if output_format != "csv":
+        return lines
+    records: list[str] = []
+    reader = csv.reader(lines, strict=True)
+    consumed = 0
+    with contextlib.suppress(csv.Error):  # the rest is one record, which parse_lines refuses
+        for _ in reader:
+            records.append("".join(lines[consumed : reader.line_num]))
+            consumed = reader.line_num
+    if consumed < len(lines):
+        records.append("".join(lines[consumed:]))
+    return records
+
+
 def parse_lines(
     lines: Sequence[str], output_format: str, source: str
 ) -> tuple[tuple[str, ...], list[dict]]:
-    """Columns and rows of complete output lines (a CSV header first, for CSV).
+    """Columns and rows of complete output records (`split_records`; a CSV header first, for
+    CSV).
 
-    CSV cells come back as text, which writes back out unchanged; a line that does not parse
-    raises PipelineError naming `source`.
+    CSV cells come back as text, which writes back out unchanged; a record that does not parse
+    raises PipelineError naming `source` and its record number.
     """
     rows = []
     if output_format == "csv":
         if not lines:
             return (), []
-        columns = tuple(next(csv.reader([lines[0]])))
+        columns = tuple(_csv_record(lines[0], source, 1))
         for number, line in enumerate(lines[1:], start=2):
-            values = next(csv.reader([line]), [])
+            values = _csv_record(line, source, number)
             if len(values) != len(columns):
                 raise PipelineError(f"{source} line {number} is not a row of {len(columns)} cells")
             rows.append(dict(zip(columns, values, strict=True)))
@@ -397,6 +421,17 @@ def parse_lines(
         columns = columns or tuple(row)
         rows.append(row)
     return columns, rows
+
+
+def _csv_record(record: str, source: str, number: int) -> list[str]:
+    """The cells of one CSV record, or PipelineError when it is not exactly one whole record."""
+    try:
+        parsed = list(csv.reader(io.StringIO(record, newline=""), strict=True))
+    except csv.Error:
+        parsed = []
+    if len(parsed) != 1 or not record.endswith("\n"):
+        raise PipelineError(f"{source} line {number} is not a whole CSV record")
+    return parsed[0]
 
 
 # Counts and the summary ------------------------------------------------------------------------
@@ -602,12 +637,17 @@ def continue_partial(
         return Continuation([], f"discarded {partial}, written with other settings")
     data = partial.read_bytes()
     complete = data[: data.rfind(b"\n") + 1]
-    lines = complete.decode("utf-8", "surrogateescape").splitlines(keepends=True)
+    lines = split_records(complete.decode("utf-8", "surrogateescape"), output_format)
     header_lines = 1 if output_format == "csv" else 0
     try:
         columns, rows = parse_lines(lines, output_format, str(partial))
     except PipelineError:
-        return Continuation([], f"discarded {partial}, which does not parse")
+        # A kill can tear the last record at a line break inside a quoted CSV name.
+        lines = lines[:-1]
+        try:
+            columns, rows = parse_lines(lines, output_format, str(partial))
+        except PipelineError:
+            return Continuation([], f"discarded {partial}, which does not parse")
     if header_lines and columns != tuple(settings["columns"]):
         return Continuation([], f"discarded {partial}, which has other columns")
     keep = len(rows) // batch_size * batch_size
@@ -945,15 +985,20 @@ def _run_settings(config, classifier, output_format, columns, extras) -> dict:
 
 def read_output(path: Path) -> tuple[str, tuple[str, ...], list[dict]]:
     """Format, columns and rows of a finished output file."""
+    from realfake.fileops import read_regular_file
+
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
+        # Bytes decoded as they are: reading as text would turn a \r inside a name into \n.
+        text = read_regular_file(path, limit=None).decode("utf-8")
+    except OSError as error:
+        raise PipelineError(f"cannot read {path}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
         raise PipelineError(f"cannot read {path}: {error}") from None
-    lines = text.splitlines(keepends=True)
-    if lines and not lines[-1].endswith("\n"):
+    if text and not text.endswith("\n"):
         raise PipelineError(f"{path} ends in a torn line: is its run finished?")
-    output_format = detect_format(lines[0] if lines else "")
+    output_format = detect_format(text.split("\n", 1)[0])
+    lines = split_records(text, output_format)
     columns, rows = parse_lines(lines, output_format, str(path))
     if output_format == "csv" and "path" not in columns:
         raise PipelineError(f"{path} is not an output of predict.py: it has no path column")

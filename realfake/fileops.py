@@ -28,8 +28,8 @@ class NotRegularFile(OSError):
     """A path that names a pipe, device, socket or folder, or a file too large to read whole."""
 
 
-def read_regular_file(path: Path, limit: int = MAX_INPUT_BYTES) -> bytes:
-    """The bytes of a regular file (links followed) of at most `limit` bytes.
+def read_regular_file(path: Path, limit: int | None = MAX_INPUT_BYTES) -> bytes:
+    """The bytes of a regular file (links followed) of at most `limit` bytes (None: any size).
 
     Anything else raises NotRegularFile before a byte is read: a named pipe would block forever
     and a link to /dev/zero would fill memory. The file is opened without blocking and checked
@@ -41,8 +41,8 @@ def read_regular_file(path: Path, limit: int = MAX_INPUT_BYTES) -> bytes:
         if not stat.S_ISREG(mode):
             kind = next((name for test, name in _KINDS if test(mode)), "not a file")
             raise NotRegularFile(0, f"{kind}, not a regular file")
-        data = handle.read(limit + 1)
-    if len(data) > limit:
+        data = handle.read() if limit is None else handle.read(limit + 1)
+    if limit is not None and len(data) > limit:
         raise NotRegularFile(0, f"larger than {limit:,} bytes")
     return data
 

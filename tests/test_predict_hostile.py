@@ -240,3 +240,58 @@ def test_an_unreadable_folder_is_skipped_and_counted_with_its_reason(saved_model
         f"{folder}/a/img_0000.jpg",
         f"{folder}/a/img_0001.jpg",
     ]
+
+
+def interrupted_then_resumed(argv: list[str], stop_at: Path, monkeypatch, capsys) -> str:
+    """Run predict.py stopped by Ctrl-C when it comes to decode `stop_at`, then run it again;
+    return the second run's summary."""
+    real_decode = batch.decode_file
+
+    def interrupted(file, image_size, extras):
+        if file.path == stop_at:
+            raise KeyboardInterrupt
+        return real_decode(file, image_size, extras)
+
+    monkeypatch.setattr(batch, "decode_file", interrupted)
+    assert predict.main([*argv, "--quiet"]) == 130
+    monkeypatch.setattr(batch, "decode_file", real_decode)
+    capsys.readouterr()
+    code, out, err = run_predict(argv, capsys)
+    assert code == 0, err
+    return out
+
+
+@pytest.mark.parametrize("output_format", ["csv", "jsonl"])
+def test_names_holding_line_breaks_round_trip_through_resume_and_merge(
+    output_format, classifier, loaded, tmp_path, monkeypatch, capsys
+):
+    from conftest import write_image
+
+    folder = tmp_path / "photos"
+    names = ["a\nb.png", "c\rd.png", "e\u2028f.png", "g\r\nh.png", "i.png", "j.png"]
+    for seed, name in enumerate(names):
+        write_image(folder / name, seed=seed)
+    output = tmp_path / f"scores.{output_format}"
+    argv = [str(folder), "--model", str(classifier.path), "--output", str(output)]
+    argv += ["--batch-size", "2"]
+    assert run_predict(argv, capsys)[0] == 0
+    uninterrupted = output.read_bytes()
+    assert [row["path"] for row in batch.read_output(output)[2]] == [
+        f"{folder}/{name}" for name in names
+    ]
+    output.unlink()
+
+    out = interrupted_then_resumed(argv, folder / "j.png", monkeypatch, capsys)
+    assert "continuing after 4 rows already written" in out
+    assert output.read_bytes() == uninterrupted
+
+    parts = []
+    for index in range(2):
+        part = tmp_path / f"part{index}.{output_format}"
+        shard = [str(folder), "--model", str(classifier.path), "--shard", f"{index}/2"]
+        assert run_predict([*shard, "--batch-size", "2", "--output", str(part)], capsys)[0] == 0
+        parts.append(str(part))
+    merged = tmp_path / f"merged.{output_format}"
+    code, _, err = run_predict(["--merge", str(merged), *parts], capsys)
+    assert code == 0, err
+    assert merged.read_bytes() == uninterrupted
