@@ -344,16 +344,40 @@ def header_text(columns: Sequence[str], output_format: str) -> str:
 
 
 def rows_text(rows: Iterable[dict], columns: Sequence[str], output_format: str) -> str:
-    """Rows as CSV lines (empty cell for nothing) or JSON lines (null for nothing)."""
+    """Rows as CSV lines (empty cell for nothing, text that a spreadsheet would run as a
+    formula neutralised: `neutralise_cell`) or JSON lines (null for nothing, text as it is)."""
     if output_format == "csv":
         return "".join(
-            _csv_line(["" if row.get(name) is None else row[name] for name in columns])
+            _csv_line(
+                ["" if row.get(name) is None else neutralise_cell(row[name]) for name in columns]
+            )
             for row in rows
         )
     return "".join(
         json.dumps({name: row.get(name) for name in columns}, ensure_ascii=False) + "\n"
         for row in rows
     )
+
+
+# What makes a spreadsheet read a cell as a formula (OWASP, CSV Injection): such text is written
+# after a single quote, which spreadsheets show as text and do not run.
+_FORMULA_STARTS = frozenset("=+-@\t\r")
+
+
+def neutralise_cell(value):
+    """A CSV cell's value with a `'` before text that starts like a formula (`=1+1.png`, a
+    Software chunk `=HYPERLINK(...)`); also before text that is quotes and then such a start, so
+    that `restore_cell` gives back every text exactly. Numbers are left as they are."""
+    if isinstance(value, str) and value.lstrip("'")[:1] in _FORMULA_STARTS:
+        return "'" + value
+    return value
+
+
+def restore_cell(cell: str) -> str:
+    """The text that `neutralise_cell` wrote as `cell`."""
+    if cell.startswith("'") and cell[1:].lstrip("'")[:1] in _FORMULA_STARTS:
+        return cell[1:]
+    return cell
 
 
 def _csv_line(values: Sequence) -> str:
@@ -396,7 +420,8 @@ def parse_lines(
     """Columns and rows of complete output records (`split_records`; a CSV header first, for
     CSV).
 
-    CSV cells come back as text, which writes back out unchanged; a record that does not parse
+    CSV cells come back as the text they were written from (`restore_cell`), which writes back
+    out unchanged; a record that does not parse
     raises PipelineError naming `source` and its record number.
     """
     rows = []
@@ -408,7 +433,7 @@ def parse_lines(
             values = _csv_record(line, source, number)
             if len(values) != len(columns):
                 raise PipelineError(f"{source} line {number} is not a row of {len(columns)} cells")
-            rows.append(dict(zip(columns, values, strict=True)))
+            rows.append(dict(zip(columns, map(restore_cell, values), strict=True)))
         return columns, rows
     columns = ()
     for number, line in enumerate(lines, start=1):

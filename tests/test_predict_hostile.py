@@ -295,3 +295,67 @@ def test_names_holding_line_breaks_round_trip_through_resume_and_merge(
     code, _, err = run_predict(["--merge", str(merged), *parts], capsys)
     assert code == 0, err
     assert merged.read_bytes() == uninterrupted
+
+
+def png_with_software(path: Path, software: str) -> Path:
+    """A small PNG whose tEXt Software chunk holds `software`."""
+    from conftest import write_image
+    from PIL import Image, PngImagePlugin
+
+    write_image(path, seed=11)
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Software", software)
+    with Image.open(path) as image:
+        image.load()
+        image.save(path, pnginfo=info)
+    return path
+
+
+FORMULA = '=HYPERLINK("http://example.com/x","Midjourney")'
+FORMULA_NAMES = ["'=quoted.png", "'plain.png", "+1.png", "-1.png", "=1+1.png", "@SUM.png"]
+
+
+@pytest.mark.parametrize("output_format", ["csv", "jsonl"])
+def test_formula_like_cells_are_neutralised_in_csv_and_read_back_exactly(
+    output_format, classifier, loaded, tmp_path, monkeypatch, capsys
+):
+    from conftest import write_image
+
+    folder = tmp_path / "photos"
+    for seed, name in enumerate(FORMULA_NAMES):
+        write_image(folder / name, seed=seed)
+    write_image(folder / "\tTab.png", seed=9)
+    png_with_software(folder / "made.png", FORMULA)
+    monkeypatch.chdir(folder)
+    output = tmp_path / f"scores.{output_format}"
+    argv = [".", "--model", str(classifier.path), "--output", str(output), "--batch-size", "2"]
+    assert run_predict(argv, capsys)[0] == 0
+    uninterrupted = output.read_bytes()
+    names = sorted(["\tTab.png", *FORMULA_NAMES, "made.png"])
+    if output_format == "csv":
+        cells = {row["path"]: row for row in read_rows(output)}
+        assert sorted(cells) == sorted(
+            [f"'{name}" if name[0] in "=+-@\t" or name[1] == "=" else name for name in names]
+        )
+        assert cells["made.png"]["generator"] == f"'{FORMULA}"
+    else:
+        assert '{"path": "=1+1.png",' in uninterrupted.decode()  # JSONL keeps the text as it is
+    rows = batch.read_output(output)[2]
+    assert [row["path"] for row in rows] == names
+    assert rows[names.index("made.png")]["generator"] == FORMULA
+    output.unlink()
+
+    out = interrupted_then_resumed(argv, Path(names[6]), monkeypatch, capsys)
+    assert "continuing after 6 rows already written" in out
+    assert output.read_bytes() == uninterrupted
+
+    parts = []
+    for index in range(2):
+        part = tmp_path / f"part{index}.{output_format}"
+        shard = [".", "--model", str(classifier.path), "--shard", f"{index}/2"]
+        assert run_predict([*shard, "--batch-size", "2", "--output", str(part)], capsys)[0] == 0
+        parts.append(str(part))
+    merged = tmp_path / f"merged.{output_format}"
+    code, _, err = run_predict(["--merge", str(merged), *parts], capsys)
+    assert code == 0, err
+    assert merged.read_bytes() == uninterrupted
