@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from realfake.errors import PipelineError
+from realfake.errors import NO_ROOM, PipelineError
 from realfake.images import is_image_name, load_rgb
 from realfake.inference import size_notice
 
@@ -809,7 +809,16 @@ def predict(config: PredictConfig, classifier=None, stdout=None) -> Summary:
         return _predict(config, classifier, stdout)
     config.output.parent.mkdir(parents=True, exist_ok=True)
     with _locked_partial(config.output):
-        return _predict(config, classifier, stdout)
+        try:
+            return _predict(config, classifier, stdout)
+        except OSError as error:
+            if error.errno not in NO_ROOM:
+                raise
+            raise PipelineError(
+                f"cannot write the rows of {config.output}: {error.strerror}; those written so "
+                f"far stay in {partial_path(config.output)}: make room and run the same command "
+                "again to continue"
+            ) from None
 
 
 @contextlib.contextmanager

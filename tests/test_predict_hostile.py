@@ -359,3 +359,56 @@ def test_formula_like_cells_are_neutralised_in_csv_and_read_back_exactly(
     code, _, err = run_predict(["--merge", str(merged), *parts], capsys)
     assert code == 0, err
     assert merged.read_bytes() == uninterrupted
+
+
+def predict_process(argv: list[str], **options) -> subprocess.Popen:
+    """predict.py started in its own process, its error stream captured."""
+    command = [sys.executable, str(PROJECT / "predict.py"), *argv, "--quiet"]
+    return subprocess.Popen(command, stderr=subprocess.PIPE, text=True, **options)
+
+
+def test_a_closed_pipe_ends_the_run_quietly(saved_model, tmp_path):
+    folder = make_tree(tmp_path / "photos", {"a": 4})
+    reader, writer = os.pipe()
+    os.close(reader)  # the reader has gone before the first row, as `| head -0` leaves
+    process = predict_process([str(folder), "--model", str(saved_model)], stdout=writer)
+    os.close(writer)
+    _, err = process.communicate(timeout=300)
+    assert (process.returncode, err) == (141, "")
+
+
+def test_a_full_standard_output_is_one_line(saved_model, tmp_path):
+    folder = make_tree(tmp_path / "photos", {"a": 4})
+    with open("/dev/full", "w") as full:
+        process = predict_process([str(folder), "--model", str(saved_model)], stdout=full)
+        _, err = process.communicate(timeout=300)
+    assert (process.returncode, err) == (1, "error: cannot write: No space left on device\n")
+
+
+def test_a_full_disk_stops_in_one_line_and_the_same_command_continues(
+    classifier, loaded, tmp_path, capsys
+):
+    import resource
+
+    folder = make_tree(tmp_path / "photos", {"a": 30})
+    whole = tmp_path / "whole.csv"
+    argv = [str(folder), "--model", str(classifier.path), "--batch-size", "2"]
+    assert run_predict([*argv, "--output", str(whole)], capsys)[0] == 0
+    output = tmp_path / "scores.csv"
+    limit = whole.stat().st_size // 2  # room for the run's settings and half of its rows
+    process = predict_process(
+        [*argv, "--output", str(output)],
+        stdout=subprocess.PIPE,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)),
+    )
+    _, err = process.communicate(timeout=300)
+    partial = batch.partial_path(output)
+    assert (process.returncode, err) == (
+        1,
+        f"error: cannot write the rows of {output}: File too large; those written so far stay "
+        f"in {partial}: make room and run the same command again to continue\n",
+    )
+    assert 0 < partial.stat().st_size <= limit
+    code, out, _ = run_predict([*argv, "--output", str(output)], capsys)
+    assert code == 0 and "continuing after " in out
+    assert output.read_bytes() == whole.read_bytes()
