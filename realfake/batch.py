@@ -713,12 +713,22 @@ def _write_shard_record(output: Path, settings: dict, rows: int) -> None:
 
 
 def _read_shard_record(part: Path) -> dict:
+    from realfake.fileops import read_regular_file
+    from realfake.modelcard import DuplicateKey, without_duplicate_keys
+
     path = shard_record_path(part)
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        text = read_regular_file(path).decode("utf-8")
+        record = json.loads(text, object_pairs_hook=without_duplicate_keys)
         index, count = record["shard"]
         if not (isinstance(index, int) and isinstance(count, int) and 0 <= index < count):
             raise ValueError("bad shard")
+    except DuplicateKey as error:
+        # json keeps the last of two values silently: the settings checked could be either.
+        raise PipelineError(
+            f"{part}'s record {path.name} gives the key {error} twice: it was not written by "
+            "predict.py"
+        ) from None
     except (OSError, ValueError, KeyError, TypeError):
         raise PipelineError(
             f"{part} has no readable record of its run beside it ({path.name}, which predict.py "

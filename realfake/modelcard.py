@@ -147,8 +147,8 @@ def load_card(model_path: Path, *, check_model: bool = True) -> dict | None:
     except (OSError, UnicodeDecodeError) as error:
         raise CardError(f"cannot read the model card {path}: {error}") from None
     try:
-        card = json.loads(text, object_pairs_hook=_without_duplicate_keys)
-    except _DuplicateKey as error:
+        card = json.loads(text, object_pairs_hook=without_duplicate_keys)
+    except DuplicateKey as error:
         raise CardError(
             f"the model card {path} gives the key {error} twice: which one holds is anyone's "
             "guess, so neither is used"
@@ -163,16 +163,16 @@ def load_card(model_path: Path, *, check_model: bool = True) -> dict | None:
     return card
 
 
-class _DuplicateKey(ValueError):
-    pass
+class DuplicateKey(ValueError):
+    """A JSON object that gives one key twice; the message is the key, as JSON."""
 
 
-def _without_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+def without_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
     """A JSON object as a dict, refusing a key given twice (json keeps the last silently)."""
     result = {}
     for key, value in pairs:
         if key in result:
-            raise _DuplicateKey(json.dumps(key))
+            raise DuplicateKey(json.dumps(key))
         result[key] = value
     return result
 

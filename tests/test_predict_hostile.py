@@ -412,3 +412,20 @@ def test_a_full_disk_stops_in_one_line_and_the_same_command_continues(
     code, out, _ = run_predict([*argv, "--output", str(output)], capsys)
     assert code == 0 and "continuing after " in out
     assert output.read_bytes() == whole.read_bytes()
+
+
+def test_merge_refuses_a_shard_record_that_gives_a_key_twice(classifier, loaded, tmp_path, capsys):
+    folder = make_tree(tmp_path / "photos", {"a": 4})
+    parts = shards(folder, classifier.path, tmp_path, 2)
+    record = batch.shard_record_path(parts[1])
+    text = record.read_text(encoding="utf-8")
+    record.write_text(text.replace("{", '{\n  "threshold": 0.01,', 1), encoding="utf-8")
+    capsys.readouterr()
+    merged = tmp_path / "merged.csv"
+    code, _, err = run_predict(["--merge", str(merged), *map(str, parts)], capsys)
+    assert (code, err) == (
+        1,
+        f'error: {parts[1]}\'s record {record.name} gives the key "threshold" twice: it was not '
+        "written by predict.py\n",
+    )
+    assert not merged.exists()
