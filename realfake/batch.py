@@ -552,11 +552,15 @@ class Sample:
 def read_sample(path: Path) -> Sample:
     """Read a sample submission: the first column holds image ids, the answer goes into the
     column named 'answer' (in any case), else the second column."""
+    from realfake.fileops import read_regular_file
+
     path = Path(path)
     try:
-        with open(path, encoding="utf-8-sig", newline="") as handle:
-            table = [row for row in csv.reader(handle) if row]
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        text = read_regular_file(path).decode("utf-8-sig")
+        table = [row for row in csv.reader(io.StringIO(text, newline="")) if row]
+    except OSError as error:
+        raise PipelineError(f"cannot read the sample submission {path}: {error.strerror}") from None
+    except (UnicodeDecodeError, csv.Error) as error:
         raise PipelineError(f"cannot read the sample submission {path}: {error}") from None
     if not table or len(table[0]) < 2:
         raise PipelineError(

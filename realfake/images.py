@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from realfake.config import IMAGE_EXTENSIONS
+from realfake.fileops import open_regular_file
 
 
 def is_image_name(path: Path) -> bool:
@@ -26,7 +27,8 @@ def is_decodable(path: str | Path) -> bool:
     """True when Pillow decodes the whole file; JPEGs at reduced scale, which still reads and
     checks all their compressed data but skips most of the inverse DCT."""
     try:
-        with Image.open(path) as image:
+        # Opened as a regular file only: a named pipe named like an image would block the check.
+        with open_regular_file(Path(path)) as handle, Image.open(handle) as image:
             image.draft(image.mode, (1, 1))  # a no-op for formats other than JPEG
             image.load()
         return True

@@ -43,7 +43,7 @@ from pathlib import Path
 
 from realfake.config import BACKBONES, CLASS_NAMES, DEFAULT_BACKBONE, POSITIVE_CLASS
 from realfake.errors import PipelineError
-from realfake.fileops import atomic_write_text, file_digest
+from realfake.fileops import atomic_write_text, file_digest, read_regular_file
 
 IDENTITY_KEYS = ("model_file", "model_bytes", "model_sha256")
 # The formats a model is exported to, and the quantizations of a TFLite export.
@@ -143,8 +143,10 @@ def load_card(model_path: Path, *, check_model: bool = True) -> dict | None:
         return None
     try:
         # utf-8-sig: a card saved by an editor that starts files with a byte-order mark
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as error:
+        text = read_regular_file(path).decode("utf-8-sig")
+    except OSError as error:  # a named pipe would block every reader: refused as not a file
+        raise CardError(f"cannot read the model card {path}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
         raise CardError(f"cannot read the model card {path}: {error}") from None
     try:
         card = json.loads(text, object_pairs_hook=without_duplicate_keys)

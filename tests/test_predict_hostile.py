@@ -4,6 +4,7 @@ merged, closed pipes and full disks."""
 
 # ruff: noqa: F811  (the fixtures imported from test_predict are test parameters here)
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -429,3 +430,54 @@ def test_merge_refuses_a_shard_record_that_gives_a_key_twice(classifier, loaded,
         "written by predict.py\n",
     )
     assert not merged.exists()
+
+
+@contextlib.contextmanager
+def named_pipe(path: Path):
+    """A named pipe at `path`. Should a reader open it and wait, a writer that closes at once
+    (after 15 s) ends the wait, so a regression fails its test instead of hanging it."""
+    os.mkfifo(path)
+    unblock = threading.Timer(15, lambda: os.close(os.open(path, os.O_WRONLY)))
+    unblock.start()
+    try:
+        yield path
+    finally:
+        unblock.cancel()
+
+
+def test_a_sample_submission_that_is_a_named_pipe_is_refused_without_blocking(
+    classifier, loaded, tmp_path, capsys
+):
+    folder = make_tree(tmp_path / "photos", {"a": 2})
+    with named_pipe(tmp_path / "sample.csv") as sample:
+        argv = [str(folder), "--model", str(classifier.path), "--submission", str(sample)]
+        code, _, err = run_predict([*argv, "--output", str(tmp_path / "submission.csv")], capsys)
+    assert (code, err) == (
+        1,
+        f"error: cannot read the sample submission {sample}: a named pipe, not a regular file\n",
+    )
+
+
+def test_a_model_card_that_is_a_named_pipe_is_refused_without_blocking(
+    saved_model, tmp_path, capsys
+):
+    from realfake.modelcard import card_path
+
+    model = tmp_path / "model.h5"
+    shutil.copy(saved_model, model)
+    folder = make_tree(tmp_path / "photos", {"a": 2})
+    with named_pipe(card_path(model)) as card:
+        code, _, err = run_predict([str(folder), "--model", str(model)], capsys)
+    assert (code, err) == (
+        1,
+        f"error: cannot read the model card {card}: a named pipe, not a regular file\n",
+    )
+
+
+def test_the_decode_check_says_a_named_pipe_is_no_image_without_blocking(tmp_path):
+    from realfake.images import is_decodable
+
+    with named_pipe(tmp_path / "x.jpg") as pipe:
+        started = time.monotonic()
+        assert not is_decodable(pipe)
+        assert time.monotonic() - started < 10
