@@ -145,3 +145,19 @@ def test_a_text_chunk_past_pillows_limit_keeps_the_verdict_and_says_unreadable(
     (answer,) = response.get_json()["predictions"]
     assert answer["provenance"]["error"] == UNREADABLE
     assert answer["probability_fake"] == pytest.approx(model_probability(app, plain), abs=1e-6)
+
+
+def test_an_examples_folder_with_two_folders_of_one_class_offers_none_and_says_why(
+    saved_model, tmp_path, caplog
+):
+    from conftest import make_tree
+
+    folder = make_tree(tmp_path / "examples", {"FAKE": 1, "fake": 1, "REAL": 1})
+    app = create_app({"MODEL_PATH": str(saved_model), "EXAMPLES_FOLDER": str(folder)})
+    response = app.test_client().get("/")
+    assert response.status_code == 200
+    assert "folder-" not in response.get_data(as_text=True)
+    assert (
+        f"no examples from EXAMPLES_FOLDER: {folder / 'FAKE'} and {folder / 'fake'} are both the "
+        "Fake class" in caplog.text
+    )
