@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from realfake.errors import NO_ROOM, PipelineError
-from realfake.images import is_image_name, load_rgb
+from realfake.images import is_image_name, load_rgb, without_text_chunks
 from realfake.inference import size_notice
 
 # The columns every row has; extra column groups (such as provenance) follow them.
@@ -204,7 +204,16 @@ def decode_file(file: ImageFile, image_size: int, extras: Sequence[ExtraColumns]
         width, height = displayed_size(data)
         pixels = load_rgb(data, image_size)
     except Exception as error:  # Pillow raises many types for broken files
-        return Decoded(file, None, width, height, f"cannot decode: {_reason(error)}", extra)
+        # Pillow refuses a PNG text chunk that expands past its limit; the text is provenance,
+        # which the provenance reader finds unreadable; the pixels are still there.
+        pixels_only = without_text_chunks(data)
+        try:
+            if pixels_only is None:
+                raise
+            width, height = displayed_size(pixels_only)
+            pixels = load_rgb(pixels_only, image_size)
+        except Exception:
+            return Decoded(file, None, width, height, f"cannot decode: {_reason(error)}", extra)
     return Decoded(file, pixels, width, height, None, extra)
 
 

@@ -481,3 +481,24 @@ def test_the_decode_check_says_a_named_pipe_is_no_image_without_blocking(tmp_pat
         started = time.monotonic()
         assert not is_decodable(pipe)
         assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize("before_the_pixels", [True, False], ids=["before", "after"])
+def test_a_text_chunk_past_pillows_limit_keeps_the_probability_in_predict(
+    before_the_pixels, classifier, loaded, tmp_path, capsys
+):
+    from test_app_hostile import png_with_text_bomb
+
+    data, plain = png_with_text_bomb(before_the_pixels)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "bomb.png").write_bytes(data)
+    (folder / "plain.png").write_bytes(plain)
+    output = tmp_path / "scores.csv"
+    code, out, _ = run_predict(
+        [str(folder), "--model", str(classifier.path), "--output", str(output)], capsys
+    )
+    assert code == 0 and "predicted 2 of 2 images" in out
+    bomb, same = read_rows(output)
+    assert bomb["error"] == ""
+    assert bomb["probability_fake"] == same["probability_fake"] != ""
