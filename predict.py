@@ -175,6 +175,7 @@ def main(argv=None) -> int:
         summary = batch.predict(run)
     # Rows on standard output keep it for themselves; the summary goes beside them.
     print(summary.line(), file=sys.stdout if summary.output else sys.stderr)
+    sys.stdout.flush()  # here, where a closed pipe or a full disk is reported in one line
     return 0
 
 

@@ -110,3 +110,54 @@ def test_a_flood_of_small_form_parts_is_refused_with_its_real_reason(client):
     error = response.get_json()["error"]
     assert error.startswith("the form has more than 1,000 parts")
     assert "MB per request" not in error
+
+
+def png_with_text_bomb(before_the_pixels: bool) -> tuple[bytes, bytes]:
+    """A small PNG with a zTXt chunk of a few KiB that expands to 2 MiB, past the 1 MiB that
+    Pillow reads of one text chunk, before or after the image data; and the same PNG without it."""
+    import zlib
+
+    import numpy as np
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    pixels = np.random.default_rng(3).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(buffer, "PNG")
+    plain = buffer.getvalue()
+    body = b"Comment\x00\x00" + zlib.compress(bytes(2 * 1024 * 1024))
+    chunk = len(body).to_bytes(4, "big") + b"zTXt" + body
+    chunk += zlib.crc32(b"zTXt" + body).to_bytes(4, "big")
+    at = 8 + 25 if before_the_pixels else len(plain) - 12  # after IHDR, or before IEND
+    return plain[:at] + chunk + plain[at:], plain
+
+
+@pytest.mark.parametrize("before_the_pixels", [True, False], ids=["before", "after"])
+def test_a_text_chunk_past_pillows_limit_keeps_the_verdict_and_says_unreadable(
+    app, client, before_the_pixels
+):
+    from test_app import model_probability, post_files
+
+    from realfake.inference.provenance import UNREADABLE
+
+    data, plain = png_with_text_bomb(before_the_pixels)
+    response = post_files(client, [(data, "bomb.png")])
+    assert response.status_code == 200, response.get_json()
+    (answer,) = response.get_json()["predictions"]
+    assert answer["provenance"]["error"] == UNREADABLE
+    assert answer["probability_fake"] == pytest.approx(model_probability(app, plain), abs=1e-6)
+
+
+def test_an_examples_folder_with_two_folders_of_one_class_offers_none_and_says_why(
+    saved_model, tmp_path, caplog
+):
+    from conftest import make_tree
+
+    folder = make_tree(tmp_path / "examples", {"FAKE": 1, "fake": 1, "REAL": 1})
+    app = create_app({"MODEL_PATH": str(saved_model), "EXAMPLES_FOLDER": str(folder)})
+    response = app.test_client().get("/")
+    assert response.status_code == 200
+    assert "folder-" not in response.get_data(as_text=True)
+    assert (
+        f"no examples from EXAMPLES_FOLDER: {folder / 'FAKE'} and {folder / 'fake'} are both the "
+        "Fake class" in caplog.text
+    )

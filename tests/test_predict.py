@@ -238,7 +238,7 @@ def test_probabilities_equal_those_of_evaluate_model_for_every_image(
 
 def test_decoding_streams_a_few_batches_ahead_not_the_whole_folder(tmp_path, monkeypatch):
     root = make_tree(tmp_path / "many", {"all": 60})
-    files, _ = batch.find_images([str(root)])
+    files, _, _ = batch.find_images([str(root)])
     decoded = []
     real_decode = batch.decode_file
 

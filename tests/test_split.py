@@ -379,3 +379,33 @@ def test_ctrl_c_during_the_split_exits_130_with_one_line(tmp_path):
     assert finished.returncode == 130
     assert finished.stderr == "error: interrupted; run the same command again to finish\n"
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("folders", "first", "second", "what"),
+    [
+        (
+            {"train/FAKE": 2, "train/fake": 2, "train/REAL": 2, "test/REAL": 1, "test/FAKE": 1},
+            "train/FAKE",
+            "train/fake",
+            "Fake class",
+        ),
+        (
+            {"train/REAL": 2, "train/FAKE": 2, "Training/REAL": 2, "test/REAL": 1, "test/FAKE": 1},
+            "Training",
+            "train",
+            "train split",
+        ),
+    ],
+    ids=["class", "split"],
+)
+def test_two_folders_of_one_class_or_split_are_refused_naming_both(
+    tmp_path, capsys, folders, first, second, what
+):
+    source = make_tree(tmp_path / "raw", folders)
+    assert run_d2(source, tmp_path / "out") == 1
+    assert capsys.readouterr().err == (
+        f"error: {source / first} and {source / second} are both the {what} (folder names are "
+        "matched by alias, in any case): move the files of one into the other, or rename one\n"
+    )
+    assert not (tmp_path / "out").exists() and not (tmp_path / ".out.partial").exists()

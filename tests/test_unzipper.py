@@ -130,6 +130,21 @@ BAD_ARCHIVES = {
     "windows drive path": (lambda p: _zip_with(p, ("C:\\evil.txt", b"x")), [], "absolute path"),
     "zip-slip ..": (lambda p: _zip_with(p, ("train/../../evil.txt", b"x")), [], "'..'"),
     "zip-slip backslash ..": (lambda p: _zip_with(p, ("..\\evil.txt", b"x")), [], "'..'"),
+    "file named .": (
+        lambda p: _zip_with(p, (".", b"data")),
+        [],
+        "entry '.' holds 4 bytes but names the archive root, not a file",
+    ),
+    "./ holding data": (
+        lambda p: _zip_with(p, ("./", b"data")),
+        [],
+        "entry './' holds 4 bytes but names the archive root, not a file",
+    ),
+    "folder entry holding data": (
+        lambda p: _zip_with(p, ("train/FAKE/", b"data")),
+        [],
+        "entry 'train/FAKE/' holds 4 bytes but names a folder, not a file",
+    ),
     "symlink entry": (lambda p: _zip_with(p, (_symlink_entry(), b"/etc/passwd")), [], "symbolic"),
     "entry nested 2,000 folders deep": (
         lambda p: _zip_with(p, ("a/" * 2000 + "x.jpg", b"x")),

@@ -20,7 +20,7 @@ from PIL import ExifTags, Image, UnidentifiedImageError
 from realfake.app.settings import DEFAULT_MAX_IMAGE_PIXELS
 from realfake.core.errors import PipelineError
 from realfake.core.fileops import file_digest
-from realfake.core.images import load_rgb
+from realfake.core.images import load_rgb, without_text_chunks
 from realfake.inference.classifier import (
     FAKE_INDEX,
     Prediction,
@@ -73,6 +73,10 @@ def upload_size(data: bytes, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> tupl
 
     No pixel is decoded, so a small file that would expand to gigabytes is refused cheaply.
     """
+    return _without_refused_text(_upload_size, data, max_pixels)
+
+
+def _upload_size(data: bytes, max_pixels: int) -> tuple[int, int]:
     with _open_upload(data, max_pixels) as image:
         return image.size
 
@@ -88,6 +92,27 @@ def decode_upload(
     With `display_side`, the display copy (at most that side, its own shape) comes from the
     same decoded pixels as the model's view.
     """
+    return _without_refused_text(_decode_upload, data, image_size, max_pixels, display_side)
+
+
+def _without_refused_text(read, data: bytes, *arguments):
+    """`read(data, *arguments)`, or, for a PNG that fails to decode and holds text chunks, the
+    same on its bytes without them: Pillow refuses a text chunk that expands past its limit (at
+    open before the pixels, as a ValueError at load after them), and that text is provenance
+    (which the provenance reader reports unreadable), not pixels."""
+    try:
+        return read(data, *arguments)
+    except UploadError as error:
+        failed = error.kind in ("corrupt", "unsupported")
+        pixels_only = without_text_chunks(data) if failed else None
+        if pixels_only is None:
+            raise
+    return read(pixels_only, *arguments)
+
+
+def _decode_upload(
+    data: bytes, image_size: int | None, max_pixels: int, display_side: int | None
+) -> DecodedUpload:
     with _open_upload(data, max_pixels) as image:
         width, height = image.size
         try:

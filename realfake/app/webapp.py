@@ -500,7 +500,11 @@ def _folder_examples() -> dict:
     """The examples from EXAMPLES_FOLDER, read once per app."""
     examples = current_app.extensions[EXAMPLES_EXTENSION]
     if "folder" not in examples:
-        examples["folder"] = folder_examples(current_app.config.get("EXAMPLES_FOLDER"))
+        try:
+            examples["folder"] = folder_examples(current_app.config.get("EXAMPLES_FOLDER"))
+        except PipelineError as error:  # two folders of one class: which labels hold is unclear
+            current_app.logger.warning("no examples from EXAMPLES_FOLDER: %s", error)
+            examples["folder"] = {}
     return examples["folder"]
 
 

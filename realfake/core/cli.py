@@ -2,14 +2,17 @@
 the split stages' summary and one-line error reporting."""
 
 import argparse
+import contextlib
 import functools
+import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from realfake.core.config import SPLITS
-from realfake.core.errors import PipelineError
-from realfake.core.progress import progress  # noqa: F401  (scripts and benches import it from here too)
+from realfake.core.errors import NO_ROOM, PipelineError
+from realfake.progress import progress  # noqa: F401  (scripts and benches import it from here too)
 
 if TYPE_CHECKING:  # the splitting module loads Pillow, which --help of other stages never needs
     from realfake.data.splitting import SplitResult
@@ -101,8 +104,10 @@ def print_split_summary(result: "SplitResult", source: object, destination: obje
 
 
 def report_errors(main: Callable[..., int]) -> Callable[..., int]:
-    """Turn a PipelineError raised by `main` into `error: ...` on stderr and exit status 1, and
-    Ctrl-C into a one-line message and exit status 130."""
+    """Turn a PipelineError raised by `main` into `error: ...` on stderr and exit status 1,
+    Ctrl-C into a one-line message and exit status 130, a write with no room left (a full disk,
+    `> /dev/full`) into one line and status 1, and a closed standard output (`| head`) into a
+    quiet end with the status of a process ended by SIGPIPE, 141."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs) -> int:
@@ -114,5 +119,23 @@ def report_errors(main: Callable[..., int]) -> Callable[..., int]:
         except KeyboardInterrupt:
             print("error: interrupted; run the same command again to finish", file=sys.stderr)
             return 130
+        except BrokenPipeError:
+            _silence_stdout()
+            return 128 + signal.SIGPIPE
+        except OSError as error:
+            if error.errno not in NO_ROOM:
+                raise
+            _silence_stdout()  # what stdout still buffers would fail again at exit
+            where = f" {error.filename}" if error.filename else ""
+            print(f"error: cannot write{where}: {error.strerror}", file=sys.stderr)
+            return 1
 
     return wrapper
+
+
+def _silence_stdout() -> None:
+    """Point standard output at /dev/null, so that Python's own flush at exit does not fail
+    again on the closed pipe (the Python documentation's advice for SIGPIPE)."""
+    with contextlib.suppress(OSError, ValueError):  # ValueError: no file descriptor (a test's)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())

@@ -9,6 +9,7 @@ import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from realfake.core.errors import PipelineError
 
@@ -28,21 +29,29 @@ class NotRegularFile(OSError):
     """A path that names a pipe, device, socket or folder, or a file too large to read whole."""
 
 
-def read_regular_file(path: Path, limit: int = MAX_INPUT_BYTES) -> bytes:
-    """The bytes of a regular file (links followed) of at most `limit` bytes.
+def open_regular_file(path: Path) -> BinaryIO:
+    """A regular file (links followed) opened for reading in binary.
 
     Anything else raises NotRegularFile before a byte is read: a named pipe would block forever
-    and a link to /dev/zero would fill memory. The file is opened without blocking and checked
-    on the open descriptor, so it cannot be swapped for something else in between.
+    and a link to /dev/zero never ends. The file is opened without blocking and checked on the
+    open descriptor, so it cannot be swapped for something else in between.
     """
     descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    with os.fdopen(descriptor, "rb") as handle:
-        mode = os.fstat(descriptor).st_mode
-        if not stat.S_ISREG(mode):
-            kind = next((name for test, name in _KINDS if test(mode)), "not a file")
-            raise NotRegularFile(0, f"{kind}, not a regular file")
-        data = handle.read(limit + 1)
-    if len(data) > limit:
+    handle = os.fdopen(descriptor, "rb")
+    mode = os.fstat(descriptor).st_mode
+    if not stat.S_ISREG(mode):
+        handle.close()
+        kind = next((name for test, name in _KINDS if test(mode)), "not a file")
+        raise NotRegularFile(0, f"{kind}, not a regular file")
+    return handle
+
+
+def read_regular_file(path: Path, limit: int | None = MAX_INPUT_BYTES) -> bytes:
+    """The bytes of a regular file (`open_regular_file`) of at most `limit` bytes (None: any
+    size); a larger one raises NotRegularFile before more than `limit` bytes are held."""
+    with open_regular_file(path) as handle:
+        data = handle.read() if limit is None else handle.read(limit + 1)
+    if limit is not None and len(data) > limit:
         raise NotRegularFile(0, f"larger than {limit:,} bytes")
     return data
 

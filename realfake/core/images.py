@@ -2,12 +2,15 @@
 training, evaluation and the app all share."""
 
 import io
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from realfake.core.config import IMAGE_EXTENSIONS
+from realfake.core.fileops import open_regular_file
 
 
 def is_image_name(path: Path) -> bool:
@@ -24,7 +27,8 @@ def is_decodable(path: str | Path) -> bool:
     """True when Pillow decodes the whole file; JPEGs at reduced scale, which still reads and
     checks all their compressed data but skips most of the inverse DCT."""
     try:
-        with Image.open(path) as image:
+        # Opened as a regular file only: a named pipe named like an image would block the check.
+        with open_regular_file(Path(path)) as handle, Image.open(handle) as image:
             image.draft(image.mode, (1, 1))  # a no-op for formats other than JPEG
             image.load()
         return True
@@ -39,6 +43,70 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         high = 65535 if array.max() > 255 else 255
         image = Image.fromarray((array * 255 // high).astype(np.uint8), mode="L")
     return image.convert("RGB")
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# PNG chunks that hold only text, which Pillow refuses at open when one expands past its limit
+# (PngImagePlugin.MAX_TEXT_CHUNK, a defence against decompression bombs).
+_PNG_TEXT_CHUNKS = frozenset({b"tEXt", b"zTXt", b"iTXt"})
+
+
+def png_chunks(data: bytes) -> Iterator[tuple[bytes, int, int]]:
+    """(type, start, end) of each whole chunk of a PNG's bytes, in order, until the chunks end or
+    one runs past the data."""
+    position = len(PNG_SIGNATURE)
+    while position + 12 <= len(data):
+        end = position + 12 + int.from_bytes(data[position : position + 4], "big")
+        if end > len(data):
+            return
+        yield data[position + 4 : position + 8], position, end
+        position = end
+
+
+def without_text_chunks(data: bytes) -> bytes | None:
+    """A PNG's bytes with its text chunks left out, for decoding the pixels of a file whose text
+    Pillow refuses; None when `data` is no PNG or holds no text chunk. The pixels do not depend
+    on text chunks; a damaged chunk structure is left for the decoder to judge."""
+    if not data.startswith(PNG_SIGNATURE):
+        return None
+    kept, position, dropped = [PNG_SIGNATURE], len(PNG_SIGNATURE), False
+    for kind, start, end in png_chunks(data):
+        if kind in _PNG_TEXT_CHUNKS:
+            dropped = True
+        else:
+            kept.append(data[start:end])
+        position = end
+    kept.append(data[position:])
+    return b"".join(kept) if dropped else None
+
+
+def png_text_past_limit(data: bytes, limit: int) -> bool:
+    """True when a PNG's bytes hold a text chunk whose text, once expanded, is longer than
+    `limit` bytes; each compressed text is expanded only up to that limit."""
+    if not data.startswith(PNG_SIGNATURE):
+        return False
+    for kind, start, end in png_chunks(data):
+        if kind not in _PNG_TEXT_CHUNKS:
+            continue
+        body = data[start + 8 : end - 4]
+        _, _, text = body.partition(b"\x00")
+        if kind == b"zTXt":
+            compressed = text[1:]
+        elif kind == b"iTXt" and text[:1] == b"\x01":
+            compressed = text[2:].split(b"\x00", 2)[-1]
+        else:
+            compressed = None
+        if compressed is None:
+            if len(text) > limit:
+                return True
+            continue
+        try:
+            expanded = zlib.decompressobj().decompress(compressed, limit + 1)
+        except zlib.error:
+            continue  # a broken chunk is the decoder's to judge
+        if len(expanded) > limit:
+            return True
+    return False
 
 
 def load_rgb(source: Path | bytes, image_size: int | None = None) -> np.ndarray:

@@ -105,6 +105,12 @@ def plan_extraction(
             raise PipelineError(
                 f"entry {info.filename!r} is encrypted; extract it with its password first"
             )
+        if info.file_size and (path is None or info.is_dir()):
+            # Extraction makes a folder of such an entry, or skips the root: its data would be lost.
+            raise PipelineError(
+                f"entry {info.filename!r} holds {info.file_size:,} bytes but names "
+                f"{'the archive root' if path is None else 'a folder'}, not a file"
+            )
         if path is None:
             continue
         depth = len(path.parts) - (0 if info.is_dir() else 1)  # the folders it needs

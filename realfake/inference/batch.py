@@ -9,7 +9,7 @@ the model, and writes rows. Rows come in the order of their path strings, so sha
 back by path into exactly the rows of one run.
 
 Example:
-    files, skipped = find_images(["photos/", "more/*.png"])
+    files, skipped, folders_skipped = find_images(["photos/", "more/*.png"])
     config = PredictConfig(("photos/",), model=Path("models/m.h5"), output=Path("scores.csv"))
     print(predict(config).line())
 """
@@ -32,9 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from realfake.core.config import INFERENCE_BATCH_SIZE
-from realfake.core.errors import PipelineError
-from realfake.core.images import is_image_name, load_rgb
+from realfake.core.errors import NO_ROOM, PipelineError
+from realfake.core.images import is_image_name, load_rgb, without_text_chunks
 from realfake.inference.classifier import size_notice
 
 # The columns every row has; extra column groups (such as provenance) follow them.
@@ -71,15 +70,19 @@ def path_text(path: Path | str) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
-def find_images(arguments: Sequence[str]) -> tuple[list[ImageFile], int]:
+def find_images(arguments: Sequence[str]) -> tuple[list[ImageFile], int, list[str]]:
     """Image files under the given files, folders (recursed) and glob patterns, sorted by path,
-    each once; and the number of non-image files skipped.
+    each once; the number of non-image files skipped; and the folders not entered, each as
+    "path (reason)".
 
     Hidden folders (`.git`, `.ipynb_checkpoints`) are not entered; hidden files such as
-    `.DS_Store` count as skipped non-images. A PATH that names nothing raises PipelineError.
+    `.DS_Store` count as skipped non-images. A folder linked inside a PATH is not followed (a
+    link can lead back up and loop) and a folder that cannot be listed is not entered: both are
+    returned with the reason. A PATH that names nothing raises PipelineError.
     """
     found: dict[str, ImageFile] = {}
     skipped = 0
+    folders_skipped: list[str] = []
     for argument in arguments:
         literal = Path(argument)
         if literal.exists():
@@ -92,13 +95,14 @@ def find_images(arguments: Sequence[str]) -> tuple[list[ImageFile], int]:
         if not matches:
             raise PipelineError(f"no such file or folder, and no file matches: {argument}")
         for match in matches:
-            for path in _walk(match) if match.is_dir() else [match]:
+            paths = _walk(match, folders_skipped) if match.is_dir() else [match]
+            for path in paths:
                 if not is_image_name(path):
                     skipped += 1
                     continue
                 relative = path.relative_to(base).as_posix()
                 found.setdefault(path_text(path), ImageFile(path, relative))
-    return [found[key] for key in sorted(found)], skipped
+    return [found[key] for key in sorted(found)], skipped, sorted(set(folders_skipped))
 
 
 def _glob_base(pattern: str) -> Path:
@@ -107,10 +111,20 @@ def _glob_base(pattern: str) -> Path:
     return Path(*plain) if plain else Path(".")
 
 
-def _walk(folder: Path) -> Iterator[Path]:
-    """Every file under `folder`, hidden folders left out, in sorted order."""
-    for root, folders, files in os.walk(folder):
-        folders[:] = sorted(name for name in folders if not name.startswith("."))
+def _walk(folder: Path, folders_skipped: list[str]) -> Iterator[Path]:
+    """Every file under `folder`, hidden folders left out, in sorted order; each linked or
+    unreadable folder met is added to `folders_skipped` as "path (reason)"."""
+
+    def unreadable(error: OSError) -> None:
+        folders_skipped.append(f"{path_text(error.filename)} (cannot read: {error.strerror})")
+
+    for root, folders, files in os.walk(folder, onerror=unreadable):
+        visible = sorted(name for name in folders if not name.startswith("."))
+        folders[:] = [name for name in visible if not os.path.islink(os.path.join(root, name))]
+        for name in sorted(set(visible) - set(folders)):
+            folders_skipped.append(
+                f"{path_text(Path(root) / name)} (a link to a folder, not followed)"
+            )
         for name in sorted(files):
             yield Path(root) / name
 
@@ -191,7 +205,16 @@ def decode_file(file: ImageFile, image_size: int, extras: Sequence[ExtraColumns]
         width, height = displayed_size(data)
         pixels = load_rgb(data, image_size)
     except Exception as error:  # Pillow raises many types for broken files
-        return Decoded(file, None, width, height, f"cannot decode: {_reason(error)}", extra)
+        # Pillow refuses a PNG text chunk that expands past its limit; the text is provenance,
+        # which the provenance reader finds unreadable; the pixels are still there.
+        pixels_only = without_text_chunks(data)
+        try:
+            if pixels_only is None:
+                raise
+            width, height = displayed_size(pixels_only)
+            pixels = load_rgb(pixels_only, image_size)
+        except Exception:
+            return Decoded(file, None, width, height, f"cannot decode: {_reason(error)}", extra)
     return Decoded(file, pixels, width, height, None, extra)
 
 
@@ -331,10 +354,13 @@ def header_text(columns: Sequence[str], output_format: str) -> str:
 
 
 def rows_text(rows: Iterable[dict], columns: Sequence[str], output_format: str) -> str:
-    """Rows as CSV lines (empty cell for nothing) or JSON lines (null for nothing)."""
+    """Rows as CSV lines (empty cell for nothing, text that a spreadsheet would run as a
+    formula neutralised: `neutralise_cell`) or JSON lines (null for nothing, text as it is)."""
     if output_format == "csv":
         return "".join(
-            _csv_line(["" if row.get(name) is None else row[name] for name in columns])
+            _csv_line(
+                ["" if row.get(name) is None else neutralise_cell(row[name]) for name in columns]
+            )
             for row in rows
         )
     return "".join(
@@ -343,10 +369,34 @@ def rows_text(rows: Iterable[dict], columns: Sequence[str], output_format: str) 
     )
 
 
+# What makes a spreadsheet read a cell as a formula (OWASP, CSV Injection): such text is written
+# after a single quote, which spreadsheets show as text and do not run.
+_FORMULA_STARTS = frozenset("=+-@\t\r")
+
+
+def neutralise_cell(value):
+    """A CSV cell's value with a `'` before text that starts like a formula (`=1+1.png`, a
+    Software chunk `=HYPERLINK(...)`); also before text that is quotes and then such a start, so
+    that `restore_cell` gives back every text exactly. Numbers are left as they are."""
+    if isinstance(value, str) and value.lstrip("'")[:1] in _FORMULA_STARTS:
+        return "'" + value
+    return value
+
+
+def restore_cell(cell: str) -> str:
+    """The text that `neutralise_cell` wrote as `cell`."""
+    if cell.startswith("'") and cell[1:].lstrip("'")[:1] in _FORMULA_STARTS:
+        return cell[1:]
+    return cell
+
+
 def _csv_line(values: Sequence) -> str:
+    """One CSV record ending in \\n. The writer quotes a cell holding any character of its line
+    terminator, so it writes with \\r\\n, which quotes a \\r in a name too (readers end a record
+    at a bare \\r), and the record's own \\r\\n becomes \\n."""
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow(values)
-    return buffer.getvalue()
+    csv.writer(buffer, lineterminator="\r\n").writerow(values)
+    return buffer.getvalue()[:-2] + "\n"
 
 
 def detect_format(first_line: str) -> str:
@@ -354,24 +404,46 @@ def detect_format(first_line: str) -> str:
     return "jsonl" if first_line.lstrip().startswith("{") else "csv"
 
 
+def split_records(text: str, output_format: str) -> list[str]:
+    """The records of an output's text, each with its line end: a JSON line ends only at \\n
+    (JSON escapes it inside strings), a CSV record where the csv module says it does, so a name
+    holding \\r, \\n or U+2028 stays in its record (`str.splitlines` would split it there).
+    Text that does not end a record (a torn or broken quote) comes last as one record."""
+    lines = io.StringIO(text, newline="\n").readlines()
+    if output_format != "csv":
+        return lines
+    records: list[str] = []
+    reader = csv.reader(lines, strict=True)
+    consumed = 0
+    with contextlib.suppress(csv.Error):  # the rest is one record, which parse_lines refuses
+        for _ in reader:
+            records.append("".join(lines[consumed : reader.line_num]))
+            consumed = reader.line_num
+    if consumed < len(lines):
+        records.append("".join(lines[consumed:]))
+    return records
+
+
 def parse_lines(
     lines: Sequence[str], output_format: str, source: str
 ) -> tuple[tuple[str, ...], list[dict]]:
-    """Columns and rows of complete output lines (a CSV header first, for CSV).
+    """Columns and rows of complete output records (`split_records`; a CSV header first, for
+    CSV).
 
-    CSV cells come back as text, which writes back out unchanged; a line that does not parse
-    raises PipelineError naming `source`.
+    CSV cells come back as the text they were written from (`restore_cell`), which writes back
+    out unchanged; a record that does not parse
+    raises PipelineError naming `source` and its record number.
     """
     rows = []
     if output_format == "csv":
         if not lines:
             return (), []
-        columns = tuple(next(csv.reader([lines[0]])))
+        columns = tuple(_csv_record(lines[0], source, 1))
         for number, line in enumerate(lines[1:], start=2):
-            values = next(csv.reader([line]), [])
+            values = _csv_record(line, source, number)
             if len(values) != len(columns):
                 raise PipelineError(f"{source} line {number} is not a row of {len(columns)} cells")
-            rows.append(dict(zip(columns, values, strict=True)))
+            rows.append(dict(zip(columns, map(restore_cell, values), strict=True)))
         return columns, rows
     columns = ()
     for number, line in enumerate(lines, start=1):
@@ -384,6 +456,17 @@ def parse_lines(
         columns = columns or tuple(row)
         rows.append(row)
     return columns, rows
+
+
+def _csv_record(record: str, source: str, number: int) -> list[str]:
+    """The cells of one CSV record, or PipelineError when it is not exactly one whole record."""
+    try:
+        parsed = list(csv.reader(io.StringIO(record, newline=""), strict=True))
+    except csv.Error:
+        parsed = []
+    if len(parsed) != 1 or not record.endswith("\n"):
+        raise PipelineError(f"{source} line {number} is not a whole CSV record")
+    return parsed[0]
 
 
 # Counts and the summary ------------------------------------------------------------------------
@@ -423,6 +506,7 @@ class Summary:
     output: Path | None = None
     submission_rows: int | None = None
     parts: int = 0
+    folders_skipped: list[str] = field(default_factory=list)
 
     def line(self) -> str:
         scored = sum(self.tally.verdicts.values())
@@ -440,6 +524,10 @@ class Summary:
             text += f", continuing after {self.resumed:,} rows already written"
         if self.skipped:
             text += f"; skipped {self.skipped:,} non-image files"
+        if self.folders_skipped:
+            count = len(self.folders_skipped)
+            text += f"; skipped {count:,} folder{'s' if count != 1 else ''}: "
+            text += _names(self.folders_skipped)
         if self.tally.failed:
             text += (
                 f"; {len(self.tally.failed):,} could not be decoded: {_names(self.tally.failed)}"
@@ -474,11 +562,15 @@ class Sample:
 def read_sample(path: Path) -> Sample:
     """Read a sample submission: the first column holds image ids, the answer goes into the
     column named 'answer' (in any case), else the second column."""
+    from realfake.core.fileops import read_regular_file
+
     path = Path(path)
     try:
-        with open(path, encoding="utf-8-sig", newline="") as handle:
-            table = [row for row in csv.reader(handle) if row]
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        text = read_regular_file(path).decode("utf-8-sig")
+        table = [row for row in csv.reader(io.StringIO(text, newline="")) if row]
+    except OSError as error:
+        raise PipelineError(f"cannot read the sample submission {path}: {error.strerror}") from None
+    except (UnicodeDecodeError, csv.Error) as error:
         raise PipelineError(f"cannot read the sample submission {path}: {error}") from None
     if not table or len(table[0]) < 2:
         raise PipelineError(
@@ -584,12 +676,17 @@ def continue_partial(
         return Continuation([], f"discarded {partial}, written with other settings")
     data = partial.read_bytes()
     complete = data[: data.rfind(b"\n") + 1]
-    lines = complete.decode("utf-8", "surrogateescape").splitlines(keepends=True)
+    lines = split_records(complete.decode("utf-8", "surrogateescape"), output_format)
     header_lines = 1 if output_format == "csv" else 0
     try:
         columns, rows = parse_lines(lines, output_format, str(partial))
     except PipelineError:
-        return Continuation([], f"discarded {partial}, which does not parse")
+        # A kill can tear the last record at a line break inside a quoted CSV name.
+        lines = lines[:-1]
+        try:
+            columns, rows = parse_lines(lines, output_format, str(partial))
+        except PipelineError:
+            return Continuation([], f"discarded {partial}, which does not parse")
     if header_lines and columns != tuple(settings["columns"]):
         return Continuation([], f"discarded {partial}, which has other columns")
     keep = len(rows) // batch_size * batch_size
@@ -630,12 +727,22 @@ def _write_shard_record(output: Path, settings: dict, rows: int) -> None:
 
 
 def _read_shard_record(part: Path) -> dict:
+    from realfake.core.fileops import read_regular_file
+    from realfake.inference.modelcard import DuplicateKey, without_duplicate_keys
+
     path = shard_record_path(part)
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        text = read_regular_file(path).decode("utf-8")
+        record = json.loads(text, object_pairs_hook=without_duplicate_keys)
         index, count = record["shard"]
         if not (isinstance(index, int) and isinstance(count, int) and 0 <= index < count):
             raise ValueError("bad shard")
+    except DuplicateKey as error:
+        # json keeps the last of two values silently: the settings checked could be either.
+        raise PipelineError(
+            f"{part}'s record {path.name} gives the key {error} twice: it was not written by "
+            "predict.py"
+        ) from None
     except (OSError, ValueError, KeyError, TypeError):
         raise PipelineError(
             f"{part} has no readable record of its run beside it ({path.name}, which predict.py "
@@ -726,7 +833,16 @@ def predict(config: PredictConfig, classifier=None, stdout=None) -> Summary:
         return _predict(config, classifier, stdout)
     config.output.parent.mkdir(parents=True, exist_ok=True)
     with _locked_partial(config.output):
-        return _predict(config, classifier, stdout)
+        try:
+            return _predict(config, classifier, stdout)
+        except OSError as error:
+            if error.errno not in NO_ROOM:
+                raise
+            raise PipelineError(
+                f"cannot write the rows of {config.output}: {error.strerror}; those written so "
+                f"far stay in {partial_path(config.output)}: make room and run the same command "
+                "again to continue"
+            ) from None
 
 
 @contextlib.contextmanager
@@ -771,7 +887,7 @@ def _predict(config: PredictConfig, classifier, stdout) -> Summary:
 
     stdout = stdout if stdout is not None else sys.stdout
     output_format = format_for(config.output, config.output_format)
-    files, skipped = find_images(config.paths)
+    files, skipped, folders_skipped = find_images(config.paths)
     if config.output is not None and config.output.exists():
         _refuse_output_among_inputs(config.output, [file.path for file in files], config.submission)
     files = select_shard(files, config.shard)
@@ -825,7 +941,15 @@ def _predict(config: PredictConfig, classifier, stdout) -> Summary:
         writer.write(rows_text(pending, columns, output_format))
         writer.flush()
 
-    summary = Summary(tally, len(files), skipped, done, config.shard, config.output)
+    summary = Summary(
+        tally,
+        len(files),
+        skipped,
+        done,
+        config.shard,
+        config.output,
+        folders_skipped=folders_skipped,
+    )
     text = None
     if sample is not None:
         text = submission_text(sample, matched, tally.answers)
@@ -919,15 +1043,20 @@ def _run_settings(config, classifier, output_format, columns, extras) -> dict:
 
 def read_output(path: Path) -> tuple[str, tuple[str, ...], list[dict]]:
     """Format, columns and rows of a finished output file."""
+    from realfake.core.fileops import read_regular_file
+
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
+        # Bytes decoded as they are: reading as text would turn a \r inside a name into \n.
+        text = read_regular_file(path, limit=None).decode("utf-8")
+    except OSError as error:
+        raise PipelineError(f"cannot read {path}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
         raise PipelineError(f"cannot read {path}: {error}") from None
-    lines = text.splitlines(keepends=True)
-    if lines and not lines[-1].endswith("\n"):
+    if text and not text.endswith("\n"):
         raise PipelineError(f"{path} ends in a torn line: is its run finished?")
-    output_format = detect_format(lines[0] if lines else "")
+    output_format = detect_format(text.split("\n", 1)[0])
+    lines = split_records(text, output_format)
     columns, rows = parse_lines(lines, output_format, str(path))
     if output_format == "csv" and "path" not in columns:
         raise PipelineError(f"{path} is not an output of predict.py: it has no path column")

@@ -43,7 +43,7 @@ from pathlib import Path
 
 from realfake.core.config import BACKBONES, CLASS_NAMES, DEFAULT_BACKBONE, POSITIVE_CLASS
 from realfake.core.errors import PipelineError
-from realfake.core.fileops import atomic_write_text, file_digest
+from realfake.core.fileops import atomic_write_text, file_digest, read_regular_file
 
 IDENTITY_KEYS = ("model_file", "model_bytes", "model_sha256")
 # The formats a model is exported to, and the quantizations of a TFLite export.
@@ -143,12 +143,14 @@ def load_card(model_path: Path, *, check_model: bool = True) -> dict | None:
         return None
     try:
         # utf-8-sig: a card saved by an editor that starts files with a byte-order mark
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as error:
+        text = read_regular_file(path).decode("utf-8-sig")
+    except OSError as error:  # a named pipe would block every reader: refused as not a file
+        raise CardError(f"cannot read the model card {path}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
         raise CardError(f"cannot read the model card {path}: {error}") from None
     try:
-        card = json.loads(text, object_pairs_hook=_without_duplicate_keys)
-    except _DuplicateKey as error:
+        card = json.loads(text, object_pairs_hook=without_duplicate_keys)
+    except DuplicateKey as error:
         raise CardError(
             f"the model card {path} gives the key {error} twice: which one holds is anyone's "
             "guess, so neither is used"
@@ -163,16 +165,16 @@ def load_card(model_path: Path, *, check_model: bool = True) -> dict | None:
     return card
 
 
-class _DuplicateKey(ValueError):
-    pass
+class DuplicateKey(ValueError):
+    """A JSON object that gives one key twice; the message is the key, as JSON."""
 
 
-def _without_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+def without_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
     """A JSON object as a dict, refusing a key given twice (json keeps the last silently)."""
     result = {}
     for key, value in pairs:
         if key in result:
-            raise _DuplicateKey(json.dumps(key))
+            raise DuplicateKey(json.dumps(key))
         result[key] = value
     return result
 

@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from realfake.core.errors import PipelineError
+from realfake.core.images import png_text_past_limit
 
 UNREADABLE = "unreadable provenance data"
 
@@ -674,6 +675,9 @@ def _short(value: Any, limit: int = MAX_NAME_CHARS) -> str | None:
 def _read_embedded_metadata(data: bytes, trust_anchors: str | None) -> list[_Evidence]:
     """Unsigned claims in XMP, PNG text chunks and EXIF, read through Pillow without decoding."""
     del trust_anchors  # unsigned metadata has no signer to trust
+    # Pillow refuses such a chunk at open before the pixels and never reads one after them.
+    if png_text_past_limit(data, PngImagePlugin.MAX_TEXT_CHUNK):
+        raise _Unreadable
     try:
         image = Image.open(io.BytesIO(data), formats=("JPEG", "PNG", "WEBP", "TIFF"))
     except Image.UnidentifiedImageError:
