@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from realfake.core.config import INFERENCE_BATCH_SIZE
 from realfake.core.errors import NO_ROOM, PipelineError
 from realfake.core.images import is_image_name, load_rgb, without_text_chunks
 from realfake.inference.classifier import size_notice
