@@ -1,6 +1,7 @@
 """data_unzipper.py: faithful extraction, refusal of hostile or broken archives, kill-safety."""
 
 import os
+import random
 import stat
 import subprocess
 import sys
@@ -144,7 +145,7 @@ BAD_ARCHIVES = {
     "zip bomb ratio": (
         lambda p: _zip_with(p, ("train/FAKE/zeros.bin", bytes(4 << 20))),
         [],
-        "possible zip bomb",
+        "entry 'train/FAKE/zeros.bin' expands",
     ),
     "zip bomb total size": (
         lambda p: _zip_with(p, ("train/FAKE/a.bin", os.urandom(3000))),
@@ -169,6 +170,63 @@ def test_bad_archive_gives_one_line_error_and_writes_nothing(case, tmp_path, cap
     assert snapshot(tmp_path) == before
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*"))
     assert not (tmp_path / "evil.txt").exists() and not Path("/tmp/evil.txt").exists()
+
+
+def _bomb_among_incompressible_data(path: Path) -> Path:
+    """One entry of zeros that expands about a thousand times, beside enough random bytes that
+    the archive as a whole expands less than twenty times."""
+    return _zip_with(
+        path,
+        ("train/FAKE/zeros.bin", bytes(4 << 20)),
+        ("train/REAL/noise.bin", random.Random(1).randbytes(256 << 10)),
+    )
+
+
+def _archive_of_modest_entries_that_expands_as_a_whole(path: Path) -> Path:
+    """The one entry of at least 1 MiB expands about 160 times, under the limit of 200; eight
+    entries just under 1 MiB (too small for the entry check) expand about a thousand times, so
+    the archive as a whole expands past the limit."""
+    noise = random.Random(2).randbytes(8 << 10)
+    members = [("train/FAKE/modest.bin", noise + bytes(3 << 19))]
+    members += [(f"train/REAL/{index}.bin", bytes((1 << 20) - 1)) for index in range(8)]
+    return _zip_with(path, *members)
+
+
+def _ratios(path: Path) -> tuple[list[float], float]:
+    """The expansion ratio of each entry the entry check looks at, and of the whole archive."""
+    with zipfile.ZipFile(path) as archive:
+        entries = archive.infolist()
+    checked = [
+        info.file_size / info.compress_size
+        for info in entries
+        if info.file_size >= archive_module.RATIO_CHECK_MIN_BYTES
+    ]
+    return checked, sum(info.file_size for info in entries) / path.stat().st_size
+
+
+# Each archive trips one bomb check and not the other, so each check is shown to work alone.
+BOMBS = {
+    "entry": (_bomb_among_incompressible_data, "entry 'train/FAKE/zeros.bin' expands "),
+    "whole archive": (_archive_of_modest_entries_that_expands_as_a_whole, "archive expands "),
+}
+
+
+@pytest.mark.parametrize("check", sorted(BOMBS))
+def test_each_zip_bomb_check_fires_on_its_own(check, tmp_path, capsys):
+    make, message = BOMBS[check]
+    path = make(tmp_path / "bomb.zip")
+    entry_ratios, archive_ratio = _ratios(path)
+    limit = archive_module.DEFAULT_MAX_RATIO
+    if check == "entry":
+        assert max(entry_ratios) > limit > 5 * archive_ratio
+    else:
+        assert max(entry_ratios) < limit < archive_ratio
+    destination = tmp_path / "raw"
+    assert data_unzipper.main([str(path), "--dest", str(destination), "--quiet"]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {message}") and error.count("\n") == 1, error
+    assert "possible zip bomb; raise --max-ratio if it is genuine" in error
+    assert not destination.exists()
 
 
 def test_destination_with_other_content_is_refused(dataset_zip, tmp_path, capsys):
