@@ -175,6 +175,20 @@ def test_a_linked_class_folder_leading_out_of_the_source_is_refused(augmented, t
     assert snapshot(tmp_path) == before
 
 
+def test_a_linked_class_folder_leading_inside_the_source_is_refused(augmented, capsys):
+    # Emptying a link into the source would still empty a folder the move did not name.
+    train, source = augmented
+    (source / "FAKE").rename(source / "kept")
+    (source / "FAKE").symlink_to(source / "kept")
+    before = snapshot(train.parent)
+    assert move(source, train) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: refusing {source / 'FAKE'}: ") and err.count("\n") == 1
+    assert f"a symbolic link to {(source / 'kept').resolve()}, inside the source folder" in err
+    assert snapshot(train.parent) == before
+    assert (source / "FAKE").is_symlink()
+
+
 def test_raw_data_is_never_moved_out_of(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     raw = make_tree(tmp_path / "data" / "raw" / "cifake", {"Fake": 2, "Real": 2})
