@@ -201,6 +201,11 @@ def test_uncertain_band_is_where_validation_answers_are_often_wrong():
     # the last of them: the 51st-nearest image at the latest.
     assert farthest_wrong <= half_width
     assert half_width <= np.sort(np.abs(probability - 0.5))[50] < 0.5
+    # One wrong answer in a run of 10 is the 10% that qualifies, so the farthest qualifying run
+    # starts at the farthest wrong answer and the band ends exactly at the run's tenth image.
+    ranked = np.sort(np.abs(probability - 0.5))
+    rank_of_farthest_wrong = int(np.nonzero(ranked == farthest_wrong)[0][0])
+    assert half_width == ranked[rank_of_farthest_wrong + 9]
     assert "10 validation images" in band["rule"]
 
     # A model without mistakes has an empty band; one wrong everywhere has a band over everything.
