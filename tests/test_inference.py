@@ -13,6 +13,7 @@ from conftest import make_tree
 
 import app as app_script
 import evaluate_model
+import predict
 from realfake import inference
 from realfake.modelcard import CardError, card_path, load_card, save_card
 
@@ -48,31 +49,74 @@ BAD_CARDS = [
 ]
 
 
-@pytest.mark.parametrize(("text", "message"), BAD_CARDS)
-def test_a_bad_card_is_refused_in_one_line_by_every_reader(
-    text, message, copied_model, image_tree, tmp_path, capsys
-):
-    card_path(copied_model).write_text(text, encoding="utf-8")
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("error: the model card") and err.count("\n") == 1, err
+    return err
+
+
+def _load_card_refusal(model, data, output, capsys) -> str:
     with pytest.raises(CardError, match="model card") as caught:
-        load_card(copied_model)
-    assert message in str(caught.value) and "\n" not in str(caught.value)
+        load_card(model)
+    assert "\n" not in str(caught.value)
+    return str(caught.value)
 
-    data = image_tree({"Fake": 1, "Real": 1})
-    argv = ["--model", str(copied_model), "--data", str(data), "--output", str(tmp_path / "e")]
-    assert evaluate_model.main([*argv, "--quiet"]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("error: the model card") and message in err and err.count("\n") == 1
 
-    assert app_script.main(["--model", str(copied_model), "--check"]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("error: the model card") and message in err and err.count("\n") == 1
+def _evaluation_refusal(model, data, output, capsys) -> str:
+    argv = ["--model", str(model), "--data", str(data), "--output", str(output), "--quiet"]
+    assert evaluate_model.main(argv) == 1
+    return _one_line_error(capsys)
 
+
+def _batch_prediction_refusal(model, data, output, capsys) -> str:
+    argv = [str(data), "--model", str(model), "--output", str(output / "scores.csv"), "--quiet"]
+    assert predict.main(argv) == 1
+    assert not (output / "scores.csv").exists()
+    return _one_line_error(capsys)
+
+
+def _app_check_refusal(model, data, output, capsys) -> str:
+    assert app_script.main(["--model", str(model), "--check"]) == 1
+    return _one_line_error(capsys)
+
+
+def _page_refusal(model, data, output, capsys) -> str:
     from realfake.webapp import create_app
 
-    client = create_app({"MODEL_PATH": str(copied_model)}).test_client()
-    page = client.get("/")  # the page says why, never a 500
-    assert page.status_code == 200 and message in html.unescape(page.get_data(as_text=True))
-    assert client.get("/health").status_code == 503
+    page = create_app({"MODEL_PATH": str(model)}).test_client().get("/")
+    assert page.status_code == 200  # the page says why, never a 500
+    return html.unescape(page.get_data(as_text=True))
+
+
+def _health_refusal(model, data, output, capsys) -> str:
+    from realfake.webapp import create_app
+
+    health = create_app({"MODEL_PATH": str(model)}).test_client().get("/health")
+    assert health.status_code == 503 and health.get_json()["status"] == "unavailable"
+    return health.get_json()["error"]
+
+
+# Every consumer of a card, each tested alone (a fresh app each time, since an app remembers
+# why its model failed): one that let a bad card through is not hidden by another that refused.
+CARD_READERS = {
+    "load_card": _load_card_refusal,
+    "evaluate_model.py": _evaluation_refusal,
+    "predict.py": _batch_prediction_refusal,
+    "app.py --check": _app_check_refusal,
+    "the page": _page_refusal,
+    "/health": _health_refusal,
+}
+
+
+@pytest.mark.parametrize("reader", list(CARD_READERS))
+def test_a_bad_card_is_refused_in_one_line_by_every_reader(
+    reader, copied_model, image_tree, tmp_path, capsys
+):
+    data = image_tree({"Fake": 1, "Real": 1})
+    for text, message in BAD_CARDS:
+        card_path(copied_model).write_text(text, encoding="utf-8")
+        refusal = CARD_READERS[reader](copied_model, data, tmp_path / "out", capsys)
+        assert message in refusal, (text, refusal)
 
 
 def test_a_card_left_from_another_model_is_refused_naming_both_files(copied_model, tmp_path):
