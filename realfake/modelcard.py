@@ -106,12 +106,12 @@ def check_card_matches(card: dict, model_path: Path, path: Path) -> None:
     if "model_sha256" not in card:
         return  # cards written before identities were recorded cannot be checked
     size = model_path.stat().st_size
-    if card.get("model_bytes") not in (None, size) or card["model_sha256"] != file_digest(
-        model_path
-    ):
+    recorded = card.get("model_bytes")
+    if recorded not in (None, size) or card["model_sha256"] != file_digest(model_path):
+        described = "an unrecorded number of" if recorded is None else f"{recorded:,}"
         raise CardError(
             f"the model card {path} does not belong to the model {model_path}: it describes a "
-            f"model file of {card.get('model_bytes', '?'):,} bytes with SHA-256 "
+            f"model file of {described} bytes with SHA-256 "
             f"{card['model_sha256'][:12]}..., this one has {size:,} bytes and another hash "
             "(train again, or remove the card to use the model without one)"
         )

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import make_tree
+from test_modelcard import BAD_CARDS
 
 import app as app_script
 import evaluate_model
@@ -28,25 +29,6 @@ def copied_model(saved_model, tmp_path) -> Path:
     shutil.copy(saved_model, path)
     save_card(path, load_card(saved_model))
     return path
-
-
-BAD_CARDS = [
-    ('{"threshold": 0.5, "image_si', "is not valid JSON"),
-    ("[1, 2]", "must be a JSON object, not list"),
-    ('"a string"', "must be a JSON object, not str"),
-    ('{"threshold": "abc"}', 'threshold must be a number from 0 to 1, not "abc"'),
-    ('{"threshold": 1.5}', "threshold must be a number from 0 to 1, not 1.5"),
-    ('{"image_size": "big"}', 'image_size must be a whole number of pixels, 1-8192, not "big"'),
-    ('{"image_size": true}', "image_size must be a whole number"),
-    ('{"test_metrics": "x"}', 'test_metrics must be an object of numbers, not "x"'),
-    ('{"training_data": {"train": {"Fake": -1}}}', "training_data must be an object of counts"),
-    ('{"test_time_flip": "yes"}', 'test_time_flip must be true or false, not "yes"'),
-    ('{"class_names": ["Real", "Fake"]}', "class_names must be the list ['Fake', 'Real']"),
-    (
-        '{"threshold": 0.9, "uncertain_band": {"low": 0.1, "high": 0.2}}',
-        "must contain the threshold 0.9",
-    ),
-]
 
 
 def _one_line_error(capsys) -> str:
