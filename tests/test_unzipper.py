@@ -86,6 +86,13 @@ def _symlink_entry() -> zipfile.ZipInfo:
     return info
 
 
+def _special_entry(kind: int) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo("train/REAL/pipe")
+    info.create_system = 3
+    info.external_attr = (kind | 0o644) << 16
+    return info
+
+
 def _set_encrypted_flag(path: Path) -> Path:
     """Mark every entry encrypted (bit 0 of the flags), as a password-protected zip does."""
     data = bytearray(path.read_bytes())
@@ -115,6 +122,7 @@ def _corrupt_stored_entry(path: Path) -> Path:
 
 BAD_ARCHIVES = {
     "missing file": (lambda p: p.with_name("nowhere.zip"), [], "archive not found"),
+    "a folder": (lambda p: (p.mkdir(), p)[1], [], "archive is not a file"),
     "not a zip": (lambda p: (p.write_text("hello, not a zip"), p)[1], [], "not a readable zip"),
     "truncated zip": (
         lambda p: _truncated(_zip_with(p, ("train/FAKE/big.bin", os.urandom(50_000)))),
@@ -132,15 +140,20 @@ BAD_ARCHIVES = {
     "zip-slip ..": (lambda p: _zip_with(p, ("train/../../evil.txt", b"x")), [], "'..'"),
     "zip-slip backslash ..": (lambda p: _zip_with(p, ("..\\evil.txt", b"x")), [], "'..'"),
     "symlink entry": (lambda p: _zip_with(p, (_symlink_entry(), b"/etc/passwd")), [], "symbolic"),
+    "named pipe entry": (
+        lambda p: _zip_with(p, (_special_entry(stat.S_IFIFO), b"")),
+        [],
+        "unsafe entry 'train/REAL/pipe': not a regular file or folder",
+    ),
     "entry nested 2,000 folders deep": (
         lambda p: _zip_with(p, ("a/" * 2000 + "x.jpg", b"x")),
         [],
-        "is nested 2,000 folders deep",
+        f"unsafe entry {'a/' * 30 + '...'!r}: it is nested 2,000 folders deep",
     ),
     "folder entry nested 2,000 folders deep": (
         lambda p: _zip_with(p, ("d/" * 2000, b"")),
         [],
-        "is nested 2,000 folders deep",
+        f"unsafe entry {'d/' * 30 + '...'!r}: it is nested 2,000 folders deep",
     ),
     "zip bomb ratio": (
         lambda p: _zip_with(p, ("train/FAKE/zeros.bin", bytes(4 << 20))),
@@ -150,7 +163,8 @@ BAD_ARCHIVES = {
     "zip bomb total size": (
         lambda p: _zip_with(p, ("train/FAKE/a.bin", os.urandom(3000))),
         ["--max-total-gib", "0.000001"],
-        "expands to more than 1,073 bytes",
+        "expands to more than 1,073 bytes (possible zip bomb; raise --max-total-gib if it is "
+        "genuine)\n",
     ),
 }
 
@@ -219,14 +233,85 @@ def test_each_zip_bomb_check_fires_on_its_own(check, tmp_path, capsys):
     limit = archive_module.DEFAULT_MAX_RATIO
     if check == "entry":
         assert max(entry_ratios) > limit > 5 * archive_ratio
+        ratio = max(entry_ratios)
     else:
         assert max(entry_ratios) < limit < archive_ratio
+        ratio = archive_ratio
     destination = tmp_path / "raw"
     assert data_unzipper.main([str(path), "--dest", str(destination), "--quiet"]) == 1
     error = capsys.readouterr().err
     assert error.startswith(f"error: {message}") and error.count("\n") == 1, error
-    assert "possible zip bomb; raise --max-ratio if it is genuine" in error
+    assert error.endswith(
+        f"expands {ratio:,.0f} times (possible zip bomb; raise --max-ratio if it is genuine)\n"
+    )
     assert not destination.exists()
+
+
+def _stored_archive(path: Path, sizes: list[int]) -> Path:
+    """Incompressible entries stored as they are: each expands exactly once."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        for index, size in enumerate(sizes):
+            archive.writestr(f"train/REAL/{index}.bin", random.Random(index).randbytes(size))
+    return path
+
+
+def test_each_limit_refuses_only_what_goes_past_it(tmp_path):
+    total = 2 << 20
+    path = _stored_archive(tmp_path / "stored.zip", [1 << 20, 1 << 20])
+    with zipfile.ZipFile(path) as archive:
+        plan = archive_module.plan_extraction(archive, total, max_ratio=1.0)
+        assert plan.total_bytes == total and len(plan.files) == 2
+        archive_module.plan_extraction(archive, total, max_ratio=2.0, archive_bytes=total // 2)
+        with pytest.raises(PipelineError, match=f"^archive expands to more than {total - 1:,} "):
+            archive_module.plan_extraction(archive, total - 1, max_ratio=1.0)
+        with pytest.raises(PipelineError, match="^archive expands 4 times "):
+            archive_module.plan_extraction(archive, total, max_ratio=3.9, archive_bytes=total // 4)
+    # An archive of real photos expands about once, far under the default limit.
+    assert data_unzipper.main([str(path), "--dest", str(tmp_path / "out"), "--quiet"]) == 0
+
+
+def test_the_ratio_checks_start_at_exactly_one_mebibyte(tmp_path):
+    one_mebibyte = archive_module.RATIO_CHECK_MIN_BYTES
+    assert one_mebibyte == 1 << 20
+    zeros = _zip_with(tmp_path / "zeros.zip", ("train/FAKE/zeros.bin", bytes(one_mebibyte)))
+    with zipfile.ZipFile(zeros) as archive, pytest.raises(PipelineError, match="^entry "):
+        archive_module.plan_extraction(archive, 2**40, max_ratio=200)
+    stored = _stored_archive(tmp_path / "stored.zip", [one_mebibyte - 4, 4])
+    with (
+        zipfile.ZipFile(stored) as archive,
+        pytest.raises(PipelineError, match="^archive expands 1,048,576 times "),
+    ):
+        archive_module.plan_extraction(archive, 2**40, max_ratio=200, archive_bytes=1)
+    smaller = _stored_archive(tmp_path / "smaller.zip", [one_mebibyte - 5, 4])
+    with zipfile.ZipFile(smaller) as archive:
+        archive_module.plan_extraction(archive, 2**40, max_ratio=200, archive_bytes=1)
+
+
+def test_folder_entries_and_a_root_entry_become_folders(tmp_path):
+    path = tmp_path / "folders.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("./", b"")
+        archive.writestr("train/", b"")
+        archive.writestr("train/empty/", b"")
+        archive.writestr("train/REAL/a.jpg", b"a")
+    destination = tmp_path / "out"
+    assert data_unzipper.main([str(path), "--dest", str(destination), "--quiet"]) == 0
+    assert (destination / "train" / "empty").is_dir()
+    assert without_stamp(snapshot(destination)) == {"train/REAL/a.jpg": b"a"}
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("a\x00b.jpg", "contains a NUL byte"),
+        ("C:", "absolute path"),
+        ("C:x.jpg", "absolute path"),
+        ("\\evil.jpg", "absolute path"),
+    ],
+)
+def test_safe_member_path_refuses_names_that_could_leave_the_destination(name, message):
+    with pytest.raises(PipelineError, match=f"^unsafe entry.*{message}"):
+        safe_member_path(name)
 
 
 def test_destination_with_other_content_is_refused(dataset_zip, tmp_path, capsys):
@@ -253,7 +338,13 @@ def test_duplicate_entries_are_refused(tmp_path):
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [("a/b.jpg", "a/b.jpg"), ("./a//b.jpg", "a/b.jpg"), ("a\\b.jpg", "a/b.jpg"), ("./", None)],
+    [
+        ("a/b.jpg", "a/b.jpg"),
+        ("./a//b.jpg", "a/b.jpg"),
+        ("a\\b.jpg", "a/b.jpg"),
+        ("./", None),
+        ("a", "a"),
+    ],
 )
 def test_safe_member_path_normalises_harmless_names(name, expected):
     result = safe_member_path(name)
