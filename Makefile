@@ -4,7 +4,7 @@ PYTHON := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 DEMO_DIR := demo
 
-.PHONY: setup demo-deps test-deps demo demo-data demo-clean demo-train demo-serve demo-predict cifake-data train-cifake test lint format
+.PHONY: setup demo-deps test-deps demo demo-data demo-clean demo-train demo-serve demo-predict cifake-data train-cifake test lint format mutate
 
 setup: $(VENV)/.installed
 
@@ -90,3 +90,14 @@ format: setup
 
 test: setup test-deps lint
 	$(PYTHON) -m pytest
+
+# Mutation testing of the safety modules (docs/mutation.md), each against its own fast tests: not
+# part of `make test`. MODULES picks some (make mutate MODULES="archive moving"); results stay
+# cached in build/mutate/, so a re-run tests only the mutants of functions that changed.
+MODULES ?=
+mutate: $(VENV)/.mutate
+	nice -n 10 $(PYTHON) tools/mutate.py --summary $(MODULES)
+
+$(VENV)/.mutate: $(VENV)/.installed
+	$(PYTHON) -m pip install --quiet -e '.[mutate]'
+	touch $@
