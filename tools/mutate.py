@@ -144,10 +144,14 @@ def survivors(folder: Path) -> list[str]:
 def run(name: str, module: Module, children: int) -> dict:
     folder = prepare(name, module)
     start = time.monotonic()
+    # Survivors of the last run are tried again: new tests may kill them now.
+    previous = survivors(folder) if (folder / "mutants").is_dir() else []
     command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(children)]
     # Named mutants are always re-run; without names, mutmut keeps the results of unchanged ones.
     names = patterns(module) if module.functions else []
     subprocess.run([*command, *names], cwd=folder, check=True)
+    if previous and not module.functions:
+        subprocess.run([*command, *previous], cwd=folder, check=True)
     seconds = time.monotonic() - start
     tally = counts(folder, module)
     row = {
