@@ -45,6 +45,7 @@ MODULES = {
     "fileops": Module(
         "realfake/fileops.py",
         (
+            "tests/test_fileops.py",
             "tests/test_foundation.py::test_staged_directory_appears_only_when_complete",
             "tests/test_move.py",
             "tests/test_unzipper.py",
