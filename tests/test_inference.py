@@ -242,6 +242,37 @@ def test_uncertain_band_is_where_validation_answers_are_often_wrong():
     assert (everywhere["low"], everywhere["high"]) == pytest.approx((0.5 - widest, 0.5 + widest))
 
 
+def test_uncertain_band_runs_grow_with_the_validation_set_and_need_their_share_wrong():
+    from realfake.metrics import uncertain_band
+
+    # 400 images, all said Fake: runs of 20 (5% of them), each needing 2 wrong answers. The four
+    # nearest the threshold are wrong, and one lone answer far out: 1 in 20 is under 10%.
+    distance = np.linspace(0.001, 0.4, 400)
+    labels = np.zeros(400, dtype=int)
+    labels[[0, 1, 2, 3, 300]] = 1
+    band = uncertain_band(labels, 0.5 + distance, 0.5)
+    assert "of 20 validation images" in band["rule"]
+    # The last run with two wrong answers starts at the third image and ends at the 22nd.
+    assert (band["low"], band["high"]) == (0.5 - distance[21], 0.5 + distance[21])
+
+
+def test_uncertain_band_needs_a_whole_run_and_stays_within_probabilities():
+    from realfake.metrics import uncertain_band
+
+    probability = np.linspace(0.0, 1.0, 10)
+    wrong_everywhere = np.where(probability >= 0.8, 1, 0)
+    band = uncertain_band(wrong_everywhere, probability, 0.8)
+    assert (band["low"], band["high"]) == (0.0, 1.0)  # ten images: exactly one run
+    nine = uncertain_band(wrong_everywhere[:9], probability[:9], 0.8)
+    assert (nine["low"], nine["high"]) == (0.8, 0.8)  # too few for a run: no band
+
+
+def test_the_threshold_itself_says_fake():
+    from realfake.metrics import predicted_fake
+
+    assert predicted_fake(np.array([0.3, 0.5, 0.7]), 0.5).tolist() == [False, True, True]
+
+
 def test_training_writes_a_band_that_holds_its_threshold(trained_card):
     band = trained_card["uncertain_band"]
     assert band["low"] <= trained_card["threshold"] <= band["high"]
