@@ -287,12 +287,42 @@ def test_the_ratio_checks_start_at_exactly_one_mebibyte(tmp_path):
         archive_module.plan_extraction(archive, 2**40, max_ratio=200, archive_bytes=1)
 
 
+def test_a_rerun_with_large_entries_finds_its_finished_output(tmp_path):
+    path = _stored_archive(tmp_path / "stored.zip", [1 << 20, 1 << 20])
+    first = archive_module.unzip_archive(path, tmp_path / "out", quiet=True)
+    again = archive_module.unzip_archive(path, tmp_path / "out", quiet=True)
+    assert (first.files, first.total_bytes, first.already_done) == (2, 2 << 20, False)
+    assert (again.files, again.total_bytes, again.already_done) == (2, 2 << 20, True)
+
+
+def test_entries_compressed_otherwise_extract_the_same(tmp_path):
+    data = random.Random(3).randbytes(5000) * 3
+    path = tmp_path / "others.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("train/REAL/bz.bin", data, compress_type=zipfile.ZIP_BZIP2)
+        archive.writestr("train/REAL/xz.bin", data, compress_type=zipfile.ZIP_LZMA)
+    assert data_unzipper.main([str(path), "--dest", str(tmp_path / "out"), "--quiet"]) == 0
+    assert without_stamp(snapshot(tmp_path / "out")) == {
+        "train/REAL/bz.bin": data,
+        "train/REAL/xz.bin": data,
+    }
+
+
+def test_written_archives_are_deflated_dated_and_plain_files(tmp_path):
+    archive_module.write_zip_members(tmp_path / "a" / "b.zip", [("x/1.jpg", bytes(1000))])
+    with zipfile.ZipFile(tmp_path / "a" / "b.zip") as archive:
+        (info,) = archive.infolist()
+    assert info.compress_type == zipfile.ZIP_DEFLATED and info.compress_size < 100
+    assert info.date_time == archive_module.FIXED_DATE
+    assert info.external_attr == (stat.S_IFREG | 0o644) << 16
+
+
 def test_folder_entries_and_a_root_entry_become_folders(tmp_path):
     path = tmp_path / "folders.zip"
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("./", b"")
+        archive.writestr("train/empty/", b"")  # a folder listed before its parent
         archive.writestr("train/", b"")
-        archive.writestr("train/empty/", b"")
         archive.writestr("train/REAL/a.jpg", b"a")
     destination = tmp_path / "out"
     assert data_unzipper.main([str(path), "--dest", str(destination), "--quiet"]) == 0
