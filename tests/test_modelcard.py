@@ -139,3 +139,46 @@ def test_a_card_without_an_identity_or_without_a_size_is_checked_as_far_as_it_ca
         check_card_matches({**identity, "model_bytes": 12}, model, card_path(model))
     with pytest.raises(CardError, match="a model file of an unrecorded number of bytes"):
         check_card_matches({"model_sha256": "0" * 64}, model, card_path(model))
+
+
+def test_a_value_is_shown_whole_up_to_forty_characters():
+    for length, shown in ((38, '"' + "x" * 38 + '"'), (39, '"' + "x" * 36 + "...")):
+        with pytest.raises(CardError) as caught:
+            validate_card({"class_names": "x" * length})
+        assert str(caught.value).endswith(f", not {shown}")
+
+
+def test_a_value_that_json_cannot_write_is_shown_as_text(tmp_path):
+    with pytest.raises(CardError, match=f'weights must be a string, not "{tmp_path}"$'):
+        validate_card({"weights": tmp_path})
+
+
+def test_save_card_refuses_a_bad_card_naming_its_file_and_writes_nothing(tmp_path):
+    model = tmp_path / "classifier.h5"
+    with pytest.raises(CardError, match=f"^the model card {card_path(model)}: threshold must"):
+        save_card(model, {"threshold": 2})
+    assert not card_path(model).exists()
+
+
+def test_a_card_saved_without_a_model_file_has_no_identity_and_reads_the_same(tmp_path):
+    model = tmp_path / "classifier.h5"
+    save_card(model, {"threshold": 0.4, "image_size": 32})
+    text = card_path(model).read_text(encoding="utf-8")
+    assert text == '{\n  "image_size": 32,\n  "threshold": 0.4\n}\n'  # sorted, indented
+
+
+def test_an_unreadable_card_is_refused_in_one_line(tmp_path):
+    model = tmp_path / "classifier.h5"
+    card_path(model).mkdir()
+    with pytest.raises(CardError, match=f"^cannot read the model card {card_path(model)}: "):
+        load_card(model)
+
+
+def test_the_refusal_of_another_models_card_says_what_to_do(tmp_path):
+    model = tmp_path / "classifier.h5"
+    model.write_bytes(b"model")
+    with pytest.raises(CardError) as caught:
+        check_card_matches({"model_sha256": "0" * 64}, model, card_path(model))
+    assert str(caught.value).endswith(
+        "and another hash (train again, or remove the card to use the model without one)"
+    )
