@@ -129,7 +129,7 @@ BAD_ARCHIVES = {
         [],
         "not a readable zip",
     ),
-    "damaged entry (bad CRC)": (_corrupt_stored_entry, [], "damaged"),
+    "damaged entry (bad CRC)": (_corrupt_stored_entry, [], "is damaged (bad CRC-32)"),
     "encrypted entries": (
         lambda p: _set_encrypted_flag(_zip_with(p)),
         [],
@@ -308,9 +308,19 @@ def test_entries_compressed_otherwise_extract_the_same(tmp_path):
     }
 
 
+def test_names_beyond_ascii_extract_under_their_own_names(tmp_path):
+    # zipfile flags such names as UTF-8; "é" also exists in the old cp437 code page, "фото" not.
+    names = ["train/REAL/café.jpg", "train/FAKE/фото.jpg"]
+    path = _zip_with(tmp_path / "names.zip", *((name, name.encode()) for name in names))
+    assert data_unzipper.main([str(path), "--dest", str(tmp_path / "out"), "--quiet"]) == 0
+    for name in names:
+        assert (tmp_path / "out" / name).read_bytes() == name.encode()
+
+
 def test_written_archives_are_deflated_dated_and_plain_files(tmp_path):
-    archive_module.write_zip_members(tmp_path / "a" / "b.zip", [("x/1.jpg", bytes(1000))])
-    with zipfile.ZipFile(tmp_path / "a" / "b.zip") as archive:
+    output = tmp_path / "new" / "folders" / "b.zip"
+    archive_module.write_zip_members(output, [("x/1.jpg", bytes(1000))])
+    with zipfile.ZipFile(output) as archive:
         (info,) = archive.infolist()
     assert info.compress_type == zipfile.ZIP_DEFLATED and info.compress_size < 100
     assert info.date_time == archive_module.FIXED_DATE
