@@ -81,3 +81,14 @@ def test_a_move_across_filesystems_never_overwrites(tmp_path, other_filesystem):
     assert not fileops.move_without_overwrite(source, other_filesystem / "a.jpg")
     assert source.read_bytes() == b"other"
     assert (other_filesystem / "a.jpg").read_bytes() == b"image"
+
+
+def test_a_move_on_one_filesystem_never_overwrites(tmp_path):
+    source, destination = tmp_path / "a.jpg", tmp_path / "b.jpg"
+    destination.write_bytes(b"other")
+    source.write_bytes(b"image")
+    assert not fileops.move_without_overwrite(source, destination)
+    assert (source.read_bytes(), destination.read_bytes()) == (b"image", b"other")
+    destination.write_bytes(b"image")  # a killed move left equal bytes: the move is done
+    assert fileops.move_without_overwrite(source, destination)
+    assert not source.exists() and destination.read_bytes() == b"image"
