@@ -204,7 +204,7 @@ def write_summary(command: str) -> None:
         TABLE_START,
         *table_rows(rows),
         "",
-        f"Last run: `{command}`, on {cpu}, at nice 10, two mutants at a time; "
+        f"{command}, on {cpu}, at nice 10, two mutants at a time; "
         f"{sum(row['seconds'] for row in rows) // 60} minutes in all.",
         TABLE_END,
     ]
@@ -253,9 +253,11 @@ def main(argv: list[str] | None = None) -> int:
         for survivor in row["survivors"]:
             print(f"  survived: {survivor}")
     if args.summary:
-        write_summary(
-            "make mutate" + (f" MODULES='{' '.join(args.modules)}'" if args.modules else "")
-        )
+        if args.no_run:
+            write_summary("Each module's latest run of `make mutate`")
+        else:
+            chosen = f" MODULES='{' '.join(args.modules)}'" if args.modules else ""
+            write_summary(f"Last run: `make mutate{chosen}`")
     return 0
 
 
