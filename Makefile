@@ -4,7 +4,7 @@ PYTHON := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 DEMO_DIR := demo
 
-.PHONY: setup demo-deps test-deps demo demo-data demo-clean demo-train demo-serve demo-predict cifake-data train-cifake test test-fast lint format
+.PHONY: setup demo-deps test-deps demo demo-data demo-clean demo-train demo-serve demo-predict cifake-data train-cifake test test-fast lint format mutate
 
 setup: $(VENV)/.installed
 
@@ -104,3 +104,14 @@ test: setup test-deps lint
 # The edit-test loop: every test but those few, each of which builds the ResNet101.
 test-fast: setup test-deps
 	$(PYTHON) -m pytest -m "not slow"
+
+# Mutation testing of the safety modules (docs/mutation.md), each against its own fast tests: not
+# part of `make test`. MODULES picks some (make mutate MODULES="archive moving"); results stay
+# cached in build/mutate/, so a re-run tests only the mutants of functions that changed.
+MODULES ?=
+mutate: $(VENV)/.mutate
+	nice -n 10 $(PYTHON) tools/mutate.py --summary $(MODULES)
+
+$(VENV)/.mutate: $(VENV)/.installed
+	$(PYTHON) -m pip install --quiet -e '.[mutate]'
+	touch $@

@@ -279,6 +279,14 @@ def entity_bomb_xmp(levels: int = 10) -> str:
     return f'<?xml version="1.0"?><!DOCTYPE x [{entities}]><x>&lol{levels - 1};</x>'
 
 
+def entity_amplification_xmp() -> str:
+    """An XMP packet of about 1 KB whose creator tool expands to 4,000,000 characters: an
+    amplification expat itself allows, as it steps in only past 8 MiB of expanded text."""
+    entities = f'<!ENTITY a "{"x" * 1000}"><!ENTITY b "{"&a;" * 100}"><!ENTITY c "{"&b;" * 40}">'
+    packet = xmp_packet(creator_tool="&c;")
+    return packet.replace("<x:xmpmeta", f"<!DOCTYPE x:xmpmeta [{entities}]><x:xmpmeta", 1)
+
+
 def xmp_with_entity(source_type: str) -> str:
     """An XMP packet whose digital source type comes from an internal entity in a DOCTYPE."""
     packet = xmp_packet("&term;")

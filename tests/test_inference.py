@@ -9,9 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_modelcard import BAD_CARDS
 
 import app as app_script
 import evaluate_model
+import predict
 from realfake.inference import classifier as inference
 from realfake.inference.modelcard import CardError, card_path, load_card, save_card
 
@@ -28,54 +30,74 @@ def copied_model(saved_model, tmp_path) -> Path:
     return path
 
 
-BAD_CARDS = [
-    ('{"threshold": 0.5, "image_si', "is not valid JSON"),
-    ("[1, 2]", "must be a JSON object, not list"),
-    ('"a string"', "must be a JSON object, not str"),
-    ('{"threshold": "abc"}', 'threshold must be a number from 0 to 1, not "abc"'),
-    ('{"threshold": 1.5}', "threshold must be a number from 0 to 1, not 1.5"),
-    ('{"image_size": "big"}', 'image_size must be a whole number of pixels, 1-8192, not "big"'),
-    ('{"image_size": true}', "image_size must be a whole number"),
-    ('{"test_metrics": "x"}', 'test_metrics must be an object of numbers, not "x"'),
-    ('{"training_data": {"train": {"Fake": -1}}}', "training_data must be an object of counts"),
-    ('{"test_time_flip": "yes"}', 'test_time_flip must be true or false, not "yes"'),
-    ('{"class_names": ["Real", "Fake"]}', "class_names must be the list ['Fake', 'Real']"),
-    (
-        '{"backbone": "resnet18"}',
-        'backbone must be one of resnet50, resnet101, resnet152, tiny, not "resnet18"',
-    ),
-    (
-        '{"threshold": 0.9, "uncertain_band": {"low": 0.1, "high": 0.2}}',
-        "must contain the threshold 0.9",
-    ),
-]
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("error: the model card") and err.count("\n") == 1, err
+    return err
 
 
-@pytest.mark.parametrize(("text", "message"), BAD_CARDS)
-def test_a_bad_card_is_refused_in_one_line_by_every_reader(
-    text, message, copied_model, image_tree, tmp_path, capsys
-):
-    card_path(copied_model).write_text(text, encoding="utf-8")
+def _load_card_refusal(model, data, output, capsys) -> str:
     with pytest.raises(CardError, match="model card") as caught:
-        load_card(copied_model)
-    assert message in str(caught.value) and "\n" not in str(caught.value)
+        load_card(model)
+    assert "\n" not in str(caught.value)
+    return str(caught.value)
 
-    data = image_tree({"Fake": 1, "Real": 1})
-    argv = ["--model", str(copied_model), "--data", str(data), "--output", str(tmp_path / "e")]
-    assert evaluate_model.main([*argv, "--quiet"]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("error: the model card") and message in err and err.count("\n") == 1
 
-    assert app_script.main(["--model", str(copied_model), "--check"]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("error: the model card") and message in err and err.count("\n") == 1
+def _evaluation_refusal(model, data, output, capsys) -> str:
+    argv = ["--model", str(model), "--data", str(data), "--output", str(output), "--quiet"]
+    assert evaluate_model.main(argv) == 1
+    return _one_line_error(capsys)
 
+
+def _batch_prediction_refusal(model, data, output, capsys) -> str:
+    argv = [str(data), "--model", str(model), "--output", str(output / "scores.csv"), "--quiet"]
+    assert predict.main(argv) == 1
+    assert not (output / "scores.csv").exists()
+    return _one_line_error(capsys)
+
+
+def _app_check_refusal(model, data, output, capsys) -> str:
+    assert app_script.main(["--model", str(model), "--check"]) == 1
+    return _one_line_error(capsys)
+
+
+def _page_refusal(model, data, output, capsys) -> str:
     from realfake.app.webapp import create_app
 
-    client = create_app({"MODEL_PATH": str(copied_model)}).test_client()
-    page = client.get("/")  # the page says why, never a 500
-    assert page.status_code == 200 and message in html.unescape(page.get_data(as_text=True))
-    assert client.get("/health").status_code == 503
+    page = create_app({"MODEL_PATH": str(model)}).test_client().get("/")
+    assert page.status_code == 200  # the page says why, never a 500
+    return html.unescape(page.get_data(as_text=True))
+
+
+def _health_refusal(model, data, output, capsys) -> str:
+    from realfake.app.webapp import create_app
+
+    health = create_app({"MODEL_PATH": str(model)}).test_client().get("/health")
+    assert health.status_code == 503 and health.get_json()["status"] == "unavailable"
+    return health.get_json()["error"]
+
+
+# Every consumer of a card, each tested alone (a fresh app each time, since an app remembers
+# why its model failed): one that let a bad card through is not hidden by another that refused.
+CARD_READERS = {
+    "load_card": _load_card_refusal,
+    "evaluate_model.py": _evaluation_refusal,
+    "predict.py": _batch_prediction_refusal,
+    "app.py --check": _app_check_refusal,
+    "the page": _page_refusal,
+    "/health": _health_refusal,
+}
+
+
+@pytest.mark.parametrize("reader", list(CARD_READERS))
+def test_a_bad_card_is_refused_in_one_line_by_every_reader(
+    reader, copied_model, image_tree, tmp_path, capsys
+):
+    data = image_tree({"Fake": 1, "Real": 1})
+    for text, message in BAD_CARDS:
+        card_path(copied_model).write_text(text, encoding="utf-8")
+        refusal = CARD_READERS[reader](copied_model, data, tmp_path / "out", capsys)
+        assert message in refusal, (text, refusal)
 
 
 def test_a_card_left_from_another_model_is_refused_naming_both_files(copied_model, tmp_path):
@@ -204,6 +226,11 @@ def test_uncertain_band_is_where_validation_answers_are_often_wrong():
     # the last of them: the 51st-nearest image at the latest.
     assert farthest_wrong <= half_width
     assert half_width <= np.sort(np.abs(probability - 0.5))[50] < 0.5
+    # One wrong answer in a run of 10 is the 10% that qualifies, so the farthest qualifying run
+    # starts at the farthest wrong answer and the band ends exactly at the run's tenth image.
+    ranked = np.sort(np.abs(probability - 0.5))
+    rank_of_farthest_wrong = int(np.nonzero(ranked == farthest_wrong)[0][0])
+    assert half_width == ranked[rank_of_farthest_wrong + 9]
     assert "10 validation images" in band["rule"]
 
     # A model without mistakes has an empty band; one wrong everywhere has a band over everything.
@@ -212,6 +239,37 @@ def test_uncertain_band_is_where_validation_answers_are_often_wrong():
     everywhere = uncertain_band(1 - far_labels, far, 0.5)
     widest = np.abs(far - 0.5).max()
     assert (everywhere["low"], everywhere["high"]) == pytest.approx((0.5 - widest, 0.5 + widest))
+
+
+def test_uncertain_band_runs_grow_with_the_validation_set_and_need_their_share_wrong():
+    from realfake.evaluation.metrics import uncertain_band
+
+    # 400 images, all said Fake: runs of 20 (5% of them), each needing 2 wrong answers. The four
+    # nearest the threshold are wrong, and one lone answer far out: 1 in 20 is under 10%.
+    distance = np.linspace(0.001, 0.4, 400)
+    labels = np.zeros(400, dtype=int)
+    labels[[0, 1, 2, 3, 300]] = 1
+    band = uncertain_band(labels, 0.5 + distance, 0.5)
+    assert "of 20 validation images" in band["rule"]
+    # The last run with two wrong answers starts at the third image and ends at the 22nd.
+    assert (band["low"], band["high"]) == (0.5 - distance[21], 0.5 + distance[21])
+
+
+def test_uncertain_band_needs_a_whole_run_and_stays_within_probabilities():
+    from realfake.evaluation.metrics import uncertain_band
+
+    probability = np.linspace(0.0, 1.0, 10)
+    wrong_everywhere = np.where(probability >= 0.8, 1, 0)
+    band = uncertain_band(wrong_everywhere, probability, 0.8)
+    assert (band["low"], band["high"]) == (0.0, 1.0)  # ten images: exactly one run
+    nine = uncertain_band(wrong_everywhere[:9], probability[:9], 0.8)
+    assert (nine["low"], nine["high"]) == (0.8, 0.8)  # too few for a run: no band
+
+
+def test_the_threshold_itself_says_fake():
+    from realfake.evaluation.metrics import predicted_fake
+
+    assert predicted_fake(np.array([0.3, 0.5, 0.7]), 0.5).tolist() == [False, True, True]
 
 
 def test_training_writes_a_band_that_holds_its_threshold(trained_card):

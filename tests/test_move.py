@@ -122,8 +122,37 @@ def test_rerun_after_finishing_reports_a_missing_source(augmented, capsys):
     assert move(source, train) == 0
     after = snapshot(train)
     assert move(source, train) == 1
-    assert "does not exist" in capsys.readouterr().err
+    assert capsys.readouterr().err == f"error: source folder {source} does not exist\n"
     assert snapshot(train) == after
+
+
+def test_a_missing_destination_is_named_and_nothing_moves(augmented, tmp_path, capsys):
+    _, source = augmented
+    before = snapshot(source)
+    assert move(source, tmp_path / "nowhere") == 1
+    err = capsys.readouterr().err
+    assert err == f"error: destination folder {tmp_path / 'nowhere'} does not exist\n"
+    assert snapshot(source) == before
+
+
+def test_a_folder_without_class_folders_or_stamp_is_refused(tmp_path, capsys):
+    source = make_tree(tmp_path / "photos", {"holiday": 2})
+    train = make_tree(tmp_path / "train", {"Fake": 1, "Real": 1})
+    before = snapshot(tmp_path)
+    assert move(source, train) == 1
+    err = capsys.readouterr().err
+    assert err == f"error: no class folders (Fake, Real or an alias) in {source}\n"
+    assert snapshot(tmp_path) == before
+
+
+def test_empty_nested_folders_are_removed_with_the_emptied_source(augmented):
+    train, source = augmented
+    (source / "FAKE" / "drafts" / "old").mkdir(parents=True)
+    (source / "notes" / "2024" / "may").mkdir(parents=True)
+    expected = expected_after_move(train, source)
+    assert move(source, train) == 0
+    assert snapshot(train) == expected
+    assert not source.exists()
 
 
 def test_unfinished_augmentation_is_not_moved(augmented, capsys):
@@ -132,7 +161,8 @@ def test_unfinished_augmentation_is_not_moved(augmented, capsys):
     (source / STAMP_NAME).write_text(json.dumps({**stamp, "complete": False}))
     before = snapshot(train)
     assert move(source, train) == 1
-    assert "did not finish" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "did not finish; run data_augmentation.py again with the same arguments first\n" in err
     assert snapshot(train) == before
 
 
@@ -171,8 +201,22 @@ def test_a_linked_class_folder_leading_out_of_the_source_is_refused(augmented, t
     assert move(source, train) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: refusing {source / 'FAKE'}: ") and err.count("\n") == 1
-    assert "outside" in err
+    assert f", outside the source folder {source.resolve()}; moving would empty" in err
     assert snapshot(tmp_path) == before
+
+
+def test_a_linked_class_folder_leading_inside_the_source_is_refused(augmented, capsys):
+    # Emptying a link into the source would still empty a folder the move did not name.
+    train, source = augmented
+    (source / "FAKE").rename(source / "kept")
+    (source / "FAKE").symlink_to(source / "kept")
+    before = snapshot(train.parent)
+    assert move(source, train) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: refusing {source / 'FAKE'}: ") and err.count("\n") == 1
+    assert f"a symbolic link to {(source / 'kept').resolve()}, inside the source folder" in err
+    assert snapshot(train.parent) == before
+    assert (source / "FAKE").is_symlink()
 
 
 def test_raw_data_is_never_moved_out_of(tmp_path, monkeypatch, capsys):

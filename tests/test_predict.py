@@ -344,10 +344,15 @@ def test_kill_9_and_run_again_gives_the_rows_of_an_uninterrupted_run(
     lines_at_kill = partial.read_bytes().count(b"\n")
     assert 1 + 12 <= lines_at_kill < 1 + 80, "the run was not caught in the middle"
     assert not output.exists()
+    # The first file was scored before the kill: the run that continues must not read it again,
+    # so garbage in its place now changes nothing, where starting over would report it broken.
+    first = batch.find_images([str(folder)])[0][0].path
+    first.write_bytes(b"no longer an image")
 
     finished = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr
     assert "continuing after" in finished.stdout
+    assert "could not be decoded" not in finished.stdout
     assert output.read_bytes() == reference.read_bytes()
 
 

@@ -10,6 +10,7 @@ from provenance_fixtures import (
     SIGNER_NAME,
     SIGNER_ORGANIZATION,
     encode,
+    entity_amplification_xmp,
     entity_bomb_xmp,
     exif_software,
     exif_user_comment,
@@ -358,6 +359,22 @@ def test_xml_entity_bomb_is_refused_fast(pixels, image_format):
     provenance, seconds = timed_read(with_xmp(pixels, image_format, entity_bomb_xmp()))
     assert provenance.error == UNREADABLE
     assert provenance.source is None
+    assert seconds < 0.5
+
+
+@pytest.mark.parametrize("image_format", ["JPEG", "PNG"])
+def test_entity_amplification_that_expat_allows_is_refused(pixels, image_format):
+    import xml.etree.ElementTree as standard_library
+
+    packet = entity_amplification_xmp()
+    # The standard library's parser expands it all: refusing it is the reader's own doing.
+    expanded = max(
+        len(element.text or "") for element in standard_library.fromstring(packet).iter()
+    )
+    assert len(packet) < 2_000 and expanded == 4_000_000
+    provenance, seconds = timed_read(with_xmp(pixels, image_format, packet))
+    assert provenance.error == UNREADABLE
+    assert provenance.claims == () and provenance.generator is None
     assert seconds < 0.5
 
 

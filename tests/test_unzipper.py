@@ -1,6 +1,7 @@
 """data_unzipper.py: faithful extraction, refusal of hostile or broken archives, kill-safety."""
 
 import os
+import random
 import stat
 import subprocess
 import sys
@@ -85,6 +86,13 @@ def _symlink_entry() -> zipfile.ZipInfo:
     return info
 
 
+def _special_entry(kind: int) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo("train/REAL/pipe")
+    info.create_system = 3
+    info.external_attr = (kind | 0o644) << 16
+    return info
+
+
 def _set_encrypted_flag(path: Path) -> Path:
     """Mark every entry encrypted (bit 0 of the flags), as a password-protected zip does."""
     data = bytearray(path.read_bytes())
@@ -114,13 +122,14 @@ def _corrupt_stored_entry(path: Path) -> Path:
 
 BAD_ARCHIVES = {
     "missing file": (lambda p: p.with_name("nowhere.zip"), [], "archive not found"),
+    "a folder": (lambda p: (p.mkdir(), p)[1], [], "archive is not a file"),
     "not a zip": (lambda p: (p.write_text("hello, not a zip"), p)[1], [], "not a readable zip"),
     "truncated zip": (
         lambda p: _truncated(_zip_with(p, ("train/FAKE/big.bin", os.urandom(50_000)))),
         [],
         "not a readable zip",
     ),
-    "damaged entry (bad CRC)": (_corrupt_stored_entry, [], "damaged"),
+    "damaged entry (bad CRC)": (_corrupt_stored_entry, [], "is damaged (bad CRC-32)"),
     "encrypted entries": (
         lambda p: _set_encrypted_flag(_zip_with(p)),
         [],
@@ -146,25 +155,31 @@ BAD_ARCHIVES = {
         "entry 'train/FAKE/' holds 4 bytes but names a folder, not a file",
     ),
     "symlink entry": (lambda p: _zip_with(p, (_symlink_entry(), b"/etc/passwd")), [], "symbolic"),
+    "named pipe entry": (
+        lambda p: _zip_with(p, (_special_entry(stat.S_IFIFO), b"")),
+        [],
+        "unsafe entry 'train/REAL/pipe': not a regular file or folder",
+    ),
     "entry nested 2,000 folders deep": (
         lambda p: _zip_with(p, ("a/" * 2000 + "x.jpg", b"x")),
         [],
-        "is nested 2,000 folders deep",
+        f"unsafe entry {'a/' * 30 + '...'!r}: it is nested 2,000 folders deep",
     ),
     "folder entry nested 2,000 folders deep": (
         lambda p: _zip_with(p, ("d/" * 2000, b"")),
         [],
-        "is nested 2,000 folders deep",
+        f"unsafe entry {'d/' * 30 + '...'!r}: it is nested 2,000 folders deep",
     ),
     "zip bomb ratio": (
         lambda p: _zip_with(p, ("train/FAKE/zeros.bin", bytes(4 << 20))),
         [],
-        "possible zip bomb",
+        "entry 'train/FAKE/zeros.bin' expands",
     ),
     "zip bomb total size": (
         lambda p: _zip_with(p, ("train/FAKE/a.bin", os.urandom(3000))),
         ["--max-total-gib", "0.000001"],
-        "expands to more than 1,073 bytes",
+        "expands to more than 1,073 bytes (possible zip bomb; raise --max-total-gib if it is "
+        "genuine)\n",
     ),
 }
 
@@ -184,6 +199,174 @@ def test_bad_archive_gives_one_line_error_and_writes_nothing(case, tmp_path, cap
     assert snapshot(tmp_path) == before
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*"))
     assert not (tmp_path / "evil.txt").exists() and not Path("/tmp/evil.txt").exists()
+
+
+def _bomb_among_incompressible_data(path: Path) -> Path:
+    """One entry of zeros that expands about a thousand times, beside enough random bytes that
+    the archive as a whole expands less than twenty times."""
+    return _zip_with(
+        path,
+        ("train/FAKE/zeros.bin", bytes(4 << 20)),
+        ("train/REAL/noise.bin", random.Random(1).randbytes(256 << 10)),
+    )
+
+
+def _archive_of_modest_entries_that_expands_as_a_whole(path: Path) -> Path:
+    """The one entry of at least 1 MiB expands about 160 times, under the limit of 200; eight
+    entries just under 1 MiB (too small for the entry check) expand about a thousand times, so
+    the archive as a whole expands past the limit."""
+    noise = random.Random(2).randbytes(8 << 10)
+    members = [("train/FAKE/modest.bin", noise + bytes(3 << 19))]
+    members += [(f"train/REAL/{index}.bin", bytes((1 << 20) - 1)) for index in range(8)]
+    return _zip_with(path, *members)
+
+
+def _ratios(path: Path) -> tuple[list[float], float]:
+    """The expansion ratio of each entry the entry check looks at, and of the whole archive."""
+    with zipfile.ZipFile(path) as archive:
+        entries = archive.infolist()
+    checked = [
+        info.file_size / info.compress_size
+        for info in entries
+        if info.file_size >= archive_module.RATIO_CHECK_MIN_BYTES
+    ]
+    return checked, sum(info.file_size for info in entries) / path.stat().st_size
+
+
+# Each archive trips one bomb check and not the other, so each check is shown to work alone.
+BOMBS = {
+    "entry": (_bomb_among_incompressible_data, "entry 'train/FAKE/zeros.bin' expands "),
+    "whole archive": (_archive_of_modest_entries_that_expands_as_a_whole, "archive expands "),
+}
+
+
+@pytest.mark.parametrize("check", sorted(BOMBS))
+def test_each_zip_bomb_check_fires_on_its_own(check, tmp_path, capsys):
+    make, message = BOMBS[check]
+    path = make(tmp_path / "bomb.zip")
+    entry_ratios, archive_ratio = _ratios(path)
+    limit = archive_module.DEFAULT_MAX_RATIO
+    if check == "entry":
+        assert max(entry_ratios) > limit > 5 * archive_ratio
+        ratio = max(entry_ratios)
+    else:
+        assert max(entry_ratios) < limit < archive_ratio
+        ratio = archive_ratio
+    destination = tmp_path / "raw"
+    assert data_unzipper.main([str(path), "--dest", str(destination), "--quiet"]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {message}") and error.count("\n") == 1, error
+    assert error.endswith(
+        f"expands {ratio:,.0f} times (possible zip bomb; raise --max-ratio if it is genuine)\n"
+    )
+    assert not destination.exists()
+
+
+def _stored_archive(path: Path, sizes: list[int]) -> Path:
+    """Incompressible entries stored as they are: each expands exactly once."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        for index, size in enumerate(sizes):
+            archive.writestr(f"train/REAL/{index}.bin", random.Random(index).randbytes(size))
+    return path
+
+
+def test_each_limit_refuses_only_what_goes_past_it(tmp_path):
+    total = 2 << 20
+    path = _stored_archive(tmp_path / "stored.zip", [1 << 20, 1 << 20])
+    with zipfile.ZipFile(path) as archive:
+        plan = archive_module.plan_extraction(archive, total, max_ratio=1.0)
+        assert plan.total_bytes == total and len(plan.files) == 2
+        archive_module.plan_extraction(archive, total, max_ratio=2.0, archive_bytes=total // 2)
+        with pytest.raises(PipelineError, match=f"^archive expands to more than {total - 1:,} "):
+            archive_module.plan_extraction(archive, total - 1, max_ratio=1.0)
+        with pytest.raises(PipelineError, match="^archive expands 4 times "):
+            archive_module.plan_extraction(archive, total, max_ratio=3.9, archive_bytes=total // 4)
+    # An archive of real photos expands about once, far under the default limit.
+    assert data_unzipper.main([str(path), "--dest", str(tmp_path / "out"), "--quiet"]) == 0
+
+
+def test_the_ratio_checks_start_at_exactly_one_mebibyte(tmp_path):
+    one_mebibyte = archive_module.RATIO_CHECK_MIN_BYTES
+    assert one_mebibyte == 1 << 20
+    zeros = _zip_with(tmp_path / "zeros.zip", ("train/FAKE/zeros.bin", bytes(one_mebibyte)))
+    with zipfile.ZipFile(zeros) as archive, pytest.raises(PipelineError, match="^entry "):
+        archive_module.plan_extraction(archive, 2**40, max_ratio=200)
+    stored = _stored_archive(tmp_path / "stored.zip", [one_mebibyte - 4, 4])
+    with (
+        zipfile.ZipFile(stored) as archive,
+        pytest.raises(PipelineError, match="^archive expands 1,048,576 times "),
+    ):
+        archive_module.plan_extraction(archive, 2**40, max_ratio=200, archive_bytes=1)
+    smaller = _stored_archive(tmp_path / "smaller.zip", [one_mebibyte - 5, 4])
+    with zipfile.ZipFile(smaller) as archive:
+        archive_module.plan_extraction(archive, 2**40, max_ratio=200, archive_bytes=1)
+
+
+def test_a_rerun_with_large_entries_finds_its_finished_output(tmp_path):
+    path = _stored_archive(tmp_path / "stored.zip", [1 << 20, 1 << 20])
+    first = archive_module.unzip_archive(path, tmp_path / "out", quiet=True)
+    again = archive_module.unzip_archive(path, tmp_path / "out", quiet=True)
+    assert (first.files, first.total_bytes, first.already_done) == (2, 2 << 20, False)
+    assert (again.files, again.total_bytes, again.already_done) == (2, 2 << 20, True)
+
+
+def test_entries_compressed_otherwise_extract_the_same(tmp_path):
+    data = random.Random(3).randbytes(5000) * 3
+    path = tmp_path / "others.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("train/REAL/bz.bin", data, compress_type=zipfile.ZIP_BZIP2)
+        archive.writestr("train/REAL/xz.bin", data, compress_type=zipfile.ZIP_LZMA)
+    assert data_unzipper.main([str(path), "--dest", str(tmp_path / "out"), "--quiet"]) == 0
+    assert without_stamp(snapshot(tmp_path / "out")) == {
+        "train/REAL/bz.bin": data,
+        "train/REAL/xz.bin": data,
+    }
+
+
+def test_names_beyond_ascii_extract_under_their_own_names(tmp_path):
+    # zipfile flags such names as UTF-8; "é" also exists in the old cp437 code page, "фото" not.
+    names = ["train/REAL/café.jpg", "train/FAKE/фото.jpg"]
+    path = _zip_with(tmp_path / "names.zip", *((name, name.encode()) for name in names))
+    assert data_unzipper.main([str(path), "--dest", str(tmp_path / "out"), "--quiet"]) == 0
+    for name in names:
+        assert (tmp_path / "out" / name).read_bytes() == name.encode()
+
+
+def test_written_archives_are_deflated_dated_and_plain_files(tmp_path):
+    output = tmp_path / "new" / "folders" / "b.zip"
+    archive_module.write_zip_members(output, [("x/1.jpg", bytes(1000))])
+    with zipfile.ZipFile(output) as archive:
+        (info,) = archive.infolist()
+    assert info.compress_type == zipfile.ZIP_DEFLATED and info.compress_size < 100
+    assert info.date_time == archive_module.FIXED_DATE
+    assert info.external_attr == (stat.S_IFREG | 0o644) << 16
+
+
+def test_folder_entries_and_a_root_entry_become_folders(tmp_path):
+    path = tmp_path / "folders.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("./", b"")
+        archive.writestr("train/empty/", b"")  # a folder listed before its parent
+        archive.writestr("train/", b"")
+        archive.writestr("train/REAL/a.jpg", b"a")
+    destination = tmp_path / "out"
+    assert data_unzipper.main([str(path), "--dest", str(destination), "--quiet"]) == 0
+    assert (destination / "train" / "empty").is_dir()
+    assert without_stamp(snapshot(destination)) == {"train/REAL/a.jpg": b"a"}
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("a\x00b.jpg", "contains a NUL byte"),
+        ("C:", "absolute path"),
+        ("C:x.jpg", "absolute path"),
+        ("\\evil.jpg", "absolute path"),
+    ],
+)
+def test_safe_member_path_refuses_names_that_could_leave_the_destination(name, message):
+    with pytest.raises(PipelineError, match=f"^unsafe entry.*{message}"):
+        safe_member_path(name)
 
 
 def test_destination_with_other_content_is_refused(dataset_zip, tmp_path, capsys):
@@ -210,7 +393,13 @@ def test_duplicate_entries_are_refused(tmp_path):
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [("a/b.jpg", "a/b.jpg"), ("./a//b.jpg", "a/b.jpg"), ("a\\b.jpg", "a/b.jpg"), ("./", None)],
+    [
+        ("a/b.jpg", "a/b.jpg"),
+        ("./a//b.jpg", "a/b.jpg"),
+        ("a\\b.jpg", "a/b.jpg"),
+        ("./", None),
+        ("a", "a"),
+    ],
 )
 def test_safe_member_path_normalises_harmless_names(name, expected):
     result = safe_member_path(name)

@@ -115,7 +115,8 @@ def plan_extraction(
             continue
         depth = len(path.parts) - (0 if info.is_dir() else 1)  # the folders it needs
         if depth > MAX_ENTRY_DEPTH:
-            shown = info.filename if len(info.filename) <= 80 else f"{info.filename[:60]}..."
+            # Nested that deep, a name is at least 200 characters long: show its start.
+            shown = f"{info.filename[:60]}..."
             raise PipelineError(
                 f"unsafe entry {shown!r}: it is nested {depth:,} folders deep "
                 f"(more than {MAX_ENTRY_DEPTH} is refused)"

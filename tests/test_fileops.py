@@ -1,0 +1,94 @@
+"""Safe file operations on their own: digests of every byte, equality by content, moves that never
+overwrite (across filesystems too), and destinations that count as done only when stamped."""
+
+import hashlib
+import os
+import random
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from realfake.core import fileops
+from realfake.core.errors import PipelineError
+
+
+@pytest.fixture
+def other_filesystem(tmp_path) -> Path:
+    """A folder on another filesystem than tmp_path (the tmpfs /dev/shm), where hard links fail."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs /dev/shm on another filesystem than the temporary folder")
+    with tempfile.TemporaryDirectory(dir=shm) as folder:
+        yield Path(folder)
+
+
+def test_file_digest_is_the_sha256_of_every_byte(tmp_path):
+    data = random.Random(0).randbytes(3 << 20)  # more than one block read
+    (tmp_path / "big.bin").write_bytes(data)
+    assert fileops.file_digest(tmp_path / "big.bin") == hashlib.sha256(data).hexdigest()
+
+
+def test_files_equal_compares_bytes_not_only_sizes(tmp_path):
+    first, second, third = (tmp_path / name for name in ("a", "b", "c"))
+    first.write_bytes(b"same size")
+    second.write_bytes(b"SAME SIZE")
+    third.write_bytes(b"same size")
+    assert not fileops.files_equal(first, second)
+    assert fileops.files_equal(first, third)
+
+
+def test_an_empty_destination_is_not_done_and_anything_else_is_refused(tmp_path):
+    stamp = {"stage": "test"}
+    destination = tmp_path / "out"
+    assert not fileops.destination_is_done(destination, stamp)
+    destination.mkdir()
+    assert not fileops.destination_is_done(destination, stamp)
+    (destination / "mine.txt").write_text("keep me")
+    with pytest.raises(PipelineError) as caught:
+        fileops.destination_is_done(destination, stamp)
+    assert str(caught.value) == (
+        f"destination {destination} already exists with other content; "
+        "remove it or choose another destination"
+    )
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(PipelineError, match=r"^destination .*file exists and is not a folder$"):
+        fileops.destination_is_done(tmp_path / "file", stamp)
+
+
+def test_link_or_copy_links_where_it_can_and_copies_across_filesystems(tmp_path, other_filesystem):
+    source = tmp_path / "model.h5"
+    source.write_bytes(b"weights")
+    fileops.link_or_copy(source, tmp_path / "linked.h5")
+    assert os.path.samefile(source, tmp_path / "linked.h5")
+    fileops.link_or_copy(source, other_filesystem / "copied.h5")
+    assert (other_filesystem / "copied.h5").read_bytes() == b"weights"
+    assert not os.path.samefile(source, other_filesystem / "copied.h5")
+
+
+def test_a_move_across_filesystems_never_overwrites(tmp_path, other_filesystem):
+    source = tmp_path / "a.jpg"
+    source.write_bytes(b"image")
+    assert fileops.move_without_overwrite(source, other_filesystem / "a.jpg")
+    assert not source.exists() and (other_filesystem / "a.jpg").read_bytes() == b"image"
+    assert not list(other_filesystem.glob(".*"))  # no temporary file left beside it
+
+    source.write_bytes(b"image")  # the same bytes already there: the move is done
+    assert fileops.move_without_overwrite(source, other_filesystem / "a.jpg")
+    assert not source.exists()
+
+    source.write_bytes(b"other")  # other bytes under the name: nothing moves
+    assert not fileops.move_without_overwrite(source, other_filesystem / "a.jpg")
+    assert source.read_bytes() == b"other"
+    assert (other_filesystem / "a.jpg").read_bytes() == b"image"
+
+
+def test_a_move_on_one_filesystem_never_overwrites(tmp_path):
+    source, destination = tmp_path / "a.jpg", tmp_path / "b.jpg"
+    destination.write_bytes(b"other")
+    source.write_bytes(b"image")
+    assert not fileops.move_without_overwrite(source, destination)
+    assert (source.read_bytes(), destination.read_bytes()) == (b"image", b"other")
+    destination.write_bytes(b"image")  # a killed move left equal bytes: the move is done
+    assert fileops.move_without_overwrite(source, destination)
+    assert not source.exists() and destination.read_bytes() == b"image"
