@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from realfake.core.config import SPLITS
 from realfake.core.errors import NO_ROOM, PipelineError
-from realfake.progress import progress  # noqa: F401  (scripts and benches import it from here too)
+from realfake.core.progress import progress  # noqa: F401  (scripts and benches import it from here too)
 
 if TYPE_CHECKING:  # the splitting module loads Pillow, which --help of other stages never needs
     from realfake.data.splitting import SplitResult
