@@ -134,16 +134,21 @@ def test_a_card_beside_another_model_file_is_refused_naming_both(tmp_path):
     assert load_card(model, check_model=False)["threshold"] == 0.5
 
 
-def test_a_card_without_an_identity_or_without_a_size_is_checked_as_far_as_it_can_be(tmp_path):
+def test_a_card_must_name_its_model_whole_and_each_missing_key_is_named(tmp_path):
     model = tmp_path / "classifier.h5"
     model.write_bytes(b"model bytes")
-    check_card_matches({"threshold": 0.5}, model, card_path(model))
     identity = model_identity(model)
-    check_card_matches({"model_sha256": identity["model_sha256"]}, model, card_path(model))
+    check_card_matches(identity, model, card_path(model))
+    with pytest.raises(
+        CardError,
+        match=r"does not say which model file .*\(no model_file, "
+        r"model_bytes, model_sha256\)",
+    ):
+        check_card_matches({"threshold": 0.5}, model, card_path(model))
+    with pytest.raises(CardError, match=r"\(no model_file, model_bytes\)"):
+        check_card_matches({"model_sha256": identity["model_sha256"]}, model, card_path(model))
     with pytest.raises(CardError, match="does not belong"):
         check_card_matches({**identity, "model_bytes": 12}, model, card_path(model))
-    with pytest.raises(CardError, match="a model file of an unrecorded number of bytes"):
-        check_card_matches({"model_sha256": "0" * 64}, model, card_path(model))
 
 
 def test_a_value_is_shown_whole_up_to_forty_characters():
@@ -182,8 +187,9 @@ def test_an_unreadable_card_is_refused_in_one_line(tmp_path):
 def test_the_refusal_of_another_models_card_says_what_to_do(tmp_path):
     model = tmp_path / "classifier.h5"
     model.write_bytes(b"model")
+    other = {"model_file": "classifier.h5", "model_bytes": 5, "model_sha256": "0" * 64}
     with pytest.raises(CardError) as caught:
-        check_card_matches({"model_sha256": "0" * 64}, model, card_path(model))
+        check_card_matches(other, model, card_path(model))
     assert str(caught.value).endswith(
         "and another hash (train again, or remove the card to use the model without one)"
     )
