@@ -139,7 +139,7 @@ def main(argv=None) -> int:
             parser.error(f"{option} {path} is a folder: give a file name")
     shard = None
     if args.shard is not None:
-        from realfake.inference.batch import parse_shard
+        from realfake.inference.batch_files import parse_shard
 
         try:
             shard = parse_shard(args.shard)
@@ -148,7 +148,7 @@ def main(argv=None) -> int:
         if args.submission is not None:
             parser.error("--submission needs every image: write it with --merge after the shards")
 
-    from realfake.inference import batch
+    from realfake.inference import batch, batch_output
 
     if args.allow_partial and args.merge is None:
         parser.error("--allow-partial goes with --merge")
@@ -156,7 +156,7 @@ def main(argv=None) -> int:
         if shard is not None:
             parser.error("--merge joins finished shards: it takes no --shard")
         output = None if str(args.merge) == "-" else args.merge
-        summary = batch.merge(
+        summary = batch_output.merge(
             args.paths, output, args.format, args.submission, allow_partial=args.allow_partial
         )
     else:

@@ -163,7 +163,7 @@ def timed(function) -> float:
 def measure_case(name, folder, paths, classifier, args, workdir) -> dict:
     """One row of the table."""
     from realfake.core.images import load_rgb
-    from realfake.inference import batch
+    from realfake.inference import batch, batch_output
     from realfake.training.pipeline import load_split
 
     size = classifier.image_size
@@ -215,7 +215,7 @@ def measure_case(name, folder, paths, classifier, args, workdir) -> dict:
     evaluated = dict(
         zip(evaluated_paths, classifier.probability_fake(images, args.batch_size), strict=True)
     )
-    rows = batch.read_output(workdir / "with.csv")[2]
+    rows = batch_output.read_output(workdir / "with.csv")[2]
     difference = max(abs(float(row["probability_fake"]) - evaluated[row["path"]]) for row in rows)
     median = {key: statistics.median(values) for key, values in rates.items()}
 

@@ -21,8 +21,9 @@ from conftest import make_tree, write_image
 import evaluate_model
 import predict
 from realfake.core.images import load_rgb
-from realfake.inference import batch
+from realfake.inference import batch, batch_decoding, batch_files, batch_output
 from realfake.inference import classifier as inference
+from realfake.inference.rows import BASE_COLUMNS
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -136,7 +137,7 @@ def test_one_row_per_image_with_broken_and_non_image_files_accounted_for(
     assert [row["path"] for row in rows] == [
         str(unlabelled / name) for name in IMAGES_IN_UNLABELLED
     ]
-    assert list(rows[0]) == list(batch.BASE_COLUMNS) + [
+    assert list(rows[0]) == list(BASE_COLUMNS) + [
         "provenance_source",
         "declared_origin",
         "generator",
@@ -193,7 +194,7 @@ def test_jsonl_rows_carry_numbers_and_nulls_and_equal_the_csv_rows(
     as_json = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
 
     assert len(as_json) == len(as_csv) == len(IMAGES_IN_UNLABELLED)
-    assert list(as_json[0]) == list(batch.BASE_COLUMNS)
+    assert list(as_json[0]) == list(BASE_COLUMNS)
     for text_row, row in zip(as_csv, as_json, strict=True):
         assert {k: "" if v is None else str(v) for k, v in row.items()} == text_row
         if row["error"] is None:
@@ -238,16 +239,16 @@ def test_probabilities_equal_those_of_evaluate_model_for_every_image(
 
 def test_decoding_streams_a_few_batches_ahead_not_the_whole_folder(tmp_path, monkeypatch):
     root = make_tree(tmp_path / "many", {"all": 60})
-    files, _, _ = batch.find_images([str(root)])
+    files, _, _ = batch_files.find_images([str(root)])
     decoded = []
-    real_decode = batch.decode_file
+    real_decode = batch_decoding.decode_file
 
     def counting(file, image_size, extras):
         decoded.append(file)
         return real_decode(file, image_size, extras)
 
-    monkeypatch.setattr(batch, "decode_file", counting)
-    batches = batch.decoded_batches(files, 32, batch_size=4, extras=[], threads=2)
+    monkeypatch.setattr(batch_decoding, "decode_file", counting)
+    batches = batch_decoding.decoded_batches(files, 32, batch_size=4, extras=[], threads=2)
     first = next(batches)
     time.sleep(0.3)  # let the pool run as far ahead as it may
     assert [item.file for item in first] == files[:4]
@@ -266,7 +267,7 @@ def test_an_interrupted_run_continues_from_whole_batches_and_ignores_a_torn_line
     output.unlink()
     capsys.readouterr()
 
-    real_decode = batch.decode_file
+    real_decode = batch_decoding.decode_file
     decoded = []
 
     def interrupted_at_the_seventh(file, image_size, extras):
@@ -275,10 +276,10 @@ def test_an_interrupted_run_continues_from_whole_batches_and_ignores_a_torn_line
             raise KeyboardInterrupt
         return real_decode(file, image_size, extras)
 
-    monkeypatch.setattr(batch, "decode_file", interrupted_at_the_seventh)
+    monkeypatch.setattr(batch_decoding, "decode_file", interrupted_at_the_seventh)
     assert predict.main(argv) == 130
     assert "run the same command again" in capsys.readouterr().err
-    partial = batch.partial_path(output)
+    partial = batch_output.partial_path(output)
     assert not output.exists() and partial.exists()
     written = partial.read_text(encoding="utf-8").splitlines()
     assert len(written) == 1 + 6  # header and the three batches before the seventh file
@@ -287,14 +288,14 @@ def test_an_interrupted_run_continues_from_whole_batches_and_ignores_a_torn_line
 
     decoded.clear()
     monkeypatch.setattr(
-        batch, "decode_file", lambda *a: (decoded.append(a[0].path), real_decode(*a))[1]
+        batch_decoding, "decode_file", lambda *a: (decoded.append(a[0].path), real_decode(*a))[1]
     )
     assert predict.main(argv) == 0
     assert "continuing after 6 rows already written" in capsys.readouterr().out
     # Threads decode batches side by side, so the order of the calls is not the files' order.
     assert sorted(decoded) == [unlabelled / name for name in IMAGES_IN_UNLABELLED[6:]]
     assert output.read_bytes() == uninterrupted
-    assert not partial.exists() and not batch.settings_path(output).exists()
+    assert not partial.exists() and not batch_output.settings_path(output).exists()
 
 
 def test_a_partial_output_of_other_settings_is_discarded_not_continued(
@@ -304,10 +305,10 @@ def test_a_partial_output_of_other_settings_is_discarded_not_continued(
     argv = [str(unlabelled), "--model", str(classifier.path), "--output", str(output), "--quiet"]
     assert predict.main([*argv, "--batch-size", "2"]) == 0
     reference = output.read_bytes()
-    partial = batch.partial_path(output)
+    partial = batch_output.partial_path(output)
     # A partial left by a run with another batch size (whose batches hold other files).
     partial.write_bytes(reference)
-    batch.settings_path(output).write_text('{"batch_size": 3}', encoding="utf-8")
+    batch_output.settings_path(output).write_text('{"batch_size": 3}', encoding="utf-8")
     output.unlink()
     capsys.readouterr()
     assert predict.main([*argv, "--batch-size", "2"]) == 0
@@ -329,7 +330,7 @@ def test_kill_9_and_run_again_gives_the_rows_of_an_uninterrupted_run(
     )
     assert summary.tally.rows == 80
     command = [sys.executable, str(PROJECT / "predict.py"), *common, "--output", str(output)]
-    partial = batch.partial_path(output)
+    partial = batch_output.partial_path(output)
 
     process = subprocess.Popen(
         command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -346,7 +347,7 @@ def test_kill_9_and_run_again_gives_the_rows_of_an_uninterrupted_run(
     assert not output.exists()
     # The first file was scored before the kill: the run that continues must not read it again,
     # so garbage in its place now changes nothing, where starting over would report it broken.
-    first = batch.find_images([str(folder)])[0][0].path
+    first = batch_files.find_images([str(folder)])[0][0].path
     first.write_bytes(b"no longer an image")
 
     finished = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
@@ -373,7 +374,7 @@ def test_three_shards_merged_equal_one_run_and_agree_across_machines(
     assert "merged 3 parts: 22 rows" in capsys.readouterr().out.splitlines()[-1]
     assert merged.read_bytes() == whole.read_bytes()
 
-    sizes = [len(batch.read_output(part)[2]) for part in parts]
+    sizes = [len(batch_output.read_output(part)[2]) for part in parts]
     assert sum(sizes) == 22 and all(sizes)  # a partition, no shard empty
 
     # Another machine mounts the data elsewhere: it picks the same files for shard 0.
@@ -381,7 +382,7 @@ def test_three_shards_merged_equal_one_run_and_agree_across_machines(
     other = tmp_path / f"other0.{output_format}"
     assert predict.main([str(elsewhere), *model, "--output", str(other), "--shard", "0/3"]) == 0
     names = [
-        [os.path.relpath(row["path"], root) for row in batch.read_output(path)[2]]
+        [os.path.relpath(row["path"], root) for row in batch_output.read_output(path)[2]]
         for path, root in ((parts[0], data), (other, elsewhere))
     ]
     assert names[0] == names[1]
@@ -526,7 +527,7 @@ def test_provenance_columns_for_a_signed_and_a_plain_image(
 
     assert predict.main([*argv, "--no-provenance"]) == 0
     header = capsys.readouterr().out.splitlines()[0]
-    assert header == ",".join(batch.BASE_COLUMNS)
+    assert header == ",".join(BASE_COLUMNS)
 
 
 def test_glob_patterns_and_single_files_are_paths_too(image_tree, classifier, loaded, capsys):

@@ -20,7 +20,7 @@ from test_predict import PROJECT, classifier, loaded, read_rows  # noqa: F401  (
 
 import predict
 from realfake.core.fileops import NotRegularFile, read_regular_file
-from realfake.inference import batch
+from realfake.inference import batch_decoding, batch_output
 
 
 def run_predict(argv: list[str], capsys) -> tuple[int, str, str]:
@@ -84,7 +84,7 @@ def test_a_name_that_is_not_utf8_is_written_in_backslash_form(
         code, out, err = run_predict(argv, capsys)
         assert code == 0, err
         assert "predicted 2 of 2 images" in out
-    paths = [row["path"] for row in batch.read_output(output)[2]]
+    paths = [row["path"] for row in batch_output.read_output(output)[2]]
     assert paths == [f"{folder}/a/caf\\xe9.png", f"{folder}/a/img_0000.jpg"]
 
 
@@ -101,7 +101,7 @@ def test_a_second_run_on_the_same_output_is_refused_while_the_first_writes(
         text=True,
     )
     try:
-        partial = batch.partial_path(output)
+        partial = batch_output.partial_path(output)
         deadline = time.monotonic() + 240
         while first.poll() is None and time.monotonic() < deadline:
             if partial.exists() and partial.read_bytes().count(b"\n") >= 2:
@@ -246,16 +246,16 @@ def test_an_unreadable_folder_is_skipped_and_counted_with_its_reason(saved_model
 def interrupted_then_resumed(argv: list[str], stop_at: Path, monkeypatch, capsys) -> str:
     """Run predict.py stopped by Ctrl-C when it comes to decode `stop_at`, then run it again;
     return the second run's summary."""
-    real_decode = batch.decode_file
+    real_decode = batch_decoding.decode_file
 
     def interrupted(file, image_size, extras):
         if file.path == stop_at:
             raise KeyboardInterrupt
         return real_decode(file, image_size, extras)
 
-    monkeypatch.setattr(batch, "decode_file", interrupted)
+    monkeypatch.setattr(batch_decoding, "decode_file", interrupted)
     assert predict.main([*argv, "--quiet"]) == 130
-    monkeypatch.setattr(batch, "decode_file", real_decode)
+    monkeypatch.setattr(batch_decoding, "decode_file", real_decode)
     capsys.readouterr()
     code, out, err = run_predict(argv, capsys)
     assert code == 0, err
@@ -277,7 +277,7 @@ def test_names_holding_line_breaks_round_trip_through_resume_and_merge(
     argv += ["--batch-size", "2"]
     assert run_predict(argv, capsys)[0] == 0
     uninterrupted = output.read_bytes()
-    assert [row["path"] for row in batch.read_output(output)[2]] == [
+    assert [row["path"] for row in batch_output.read_output(output)[2]] == [
         f"{folder}/{name}" for name in names
     ]
     output.unlink()
@@ -341,7 +341,7 @@ def test_formula_like_cells_are_neutralised_in_csv_and_read_back_exactly(
         assert cells["made.png"]["generator"] == f"'{FORMULA}"
     else:
         assert '{"path": "=1+1.png",' in uninterrupted.decode()  # JSONL keeps the text as it is
-    rows = batch.read_output(output)[2]
+    rows = batch_output.read_output(output)[2]
     assert [row["path"] for row in rows] == names
     assert rows[names.index("made.png")]["generator"] == FORMULA
     output.unlink()
@@ -403,7 +403,7 @@ def test_a_full_disk_stops_in_one_line_and_the_same_command_continues(
         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)),
     )
     _, err = process.communicate(timeout=300)
-    partial = batch.partial_path(output)
+    partial = batch_output.partial_path(output)
     assert (process.returncode, err) == (
         1,
         f"error: cannot write the rows of {output}: File too large; those written so far stay "
@@ -418,7 +418,7 @@ def test_a_full_disk_stops_in_one_line_and_the_same_command_continues(
 def test_merge_refuses_a_shard_record_that_gives_a_key_twice(classifier, loaded, tmp_path, capsys):
     folder = make_tree(tmp_path / "photos", {"a": 4})
     parts = shards(folder, classifier.path, tmp_path, 2)
-    record = batch.shard_record_path(parts[1])
+    record = batch_output.shard_record_path(parts[1])
     text = record.read_text(encoding="utf-8")
     record.write_text(text.replace("{", '{\n  "threshold": 0.01,', 1), encoding="utf-8")
     capsys.readouterr()

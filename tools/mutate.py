@@ -74,7 +74,7 @@ MODULES = {
     "modelcard": Module("realfake/inference/modelcard.py", ("tests/test_modelcard.py",)),
     "provenance": Module("realfake/inference/provenance.py", ("tests/test_provenance.py",)),
     "batch": Module(
-        "realfake/inference/batch.py",
+        "realfake/inference/batch_files.py",
         ("tests/test_predict.py",),
         functions=("x_parse_shard", "x_shard_of", "x_select_shard"),
         forkserver=True,
