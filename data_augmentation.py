@@ -29,12 +29,8 @@ from realfake.data.augmentation import (
 DEFAULTS = AugmentationSettings()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = stage_parser(
-        __doc__,
-        description="Write randomly rotated, shifted, sheared, zoomed and flipped copies of "
-        "the training images.",
-    )
+def _add_folder_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags for the folder read and the folder the copies are written to."""
     parser.add_argument(
         "--source",
         type=Path,
@@ -47,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=AUGMENTED_TRAIN_DIR,
         help="folder the copies are written to, same class folders (default: %(default)s)",
     )
+
+
+def _add_amount_flags(parser: argparse.ArgumentParser) -> None:
+    """The two ways to say how many copies to write, of which at most one is given."""
     amount = parser.add_mutually_exclusive_group()
     amount.add_argument(
         "--copies",
@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="top every class up to N images, spreading the copies evenly over its images "
         "(default: off)",
     )
+
+
+def _add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags for the seed, the worker processes and the preview sheet."""
     parser.add_argument("--seed", type=int, default=SEED, help="random seed (default: %(default)s)")
     parser.add_argument(
         "--workers",
@@ -74,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="also write a PNG contact sheet of originals beside their copies (default: none)",
     )
+
+
+def _add_transformation_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags for the size and the ranges of the random transformations."""
     parser.add_argument(
         "--image-size",
         type=int,
@@ -115,6 +123,18 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="do not mirror half of the copies (default: mirror)",
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = stage_parser(
+        __doc__,
+        description="Write randomly rotated, shifted, sheared, zoomed and flipped copies of "
+        "the training images.",
+    )
+    _add_folder_flags(parser)
+    _add_amount_flags(parser)
+    _add_run_flags(parser)
+    _add_transformation_flags(parser)
     add_quiet_argument(parser)
     return parser
 

@@ -32,6 +32,8 @@ from realfake.core.config import DATA_DIR
 from realfake.core.errors import PipelineError
 from realfake.data.cleaning import (
     DeletionBoundary,
+    DuplicatePlan,
+    LayoutFile,
     count_files,
     delete_path,
     find_corrupt,
@@ -118,6 +120,59 @@ def per_folder(counts: Counter) -> str:
     return ", ".join(f"{label} {count:,}" for label, count in sorted(counts.items())) or "none"
 
 
+def remove_corrupt(
+    args: argparse.Namespace, corrupt: list[LayoutFile], list_each: bool, hint: str
+) -> None:
+    """--corrupt: list the undecodable files, remove them when confirmed, print the count."""
+    for item in corrupt if list_each else []:
+        print(f"undecodable: {item.path}")
+    verb, count = remove_files([item.path for item in corrupt], args, "undecodable files")
+    labels = Counter(item.label for item in corrupt)
+    print(
+        f"corrupt: {verb} {count:,} undecodable files from {args.corrupt} "
+        f"({per_folder(labels)}){hint if verb != 'removed' else ''}"
+    )
+
+
+def remove_duplicates(
+    args: argparse.Namespace, plan: DuplicatePlan, list_each: bool, hint: str
+) -> None:
+    """--duplicates: list each extra copy beside the file kept, remove the copies when confirmed."""
+    for copy, kept in plan.remove if list_each else []:
+        print(f"duplicate: {copy.path} (same bytes as {kept.path})")
+    copies = [copy.path for copy, _ in plan.remove]
+    verb, count = remove_files(copies, args, "duplicate files")
+    summary = (
+        f"duplicates: {verb} {count:,} files from {args.duplicates} "
+        f"({per_folder(plan.removed_per_folder())}); {plan.groups:,} sets of identical files"
+    )
+    if plan.left_in_test:
+        summary += (
+            f"; {plan.left_in_test:,} sets within test left as they are "
+            "(--include-test removes those too)"
+        )
+    print(summary + (hint if verb != "removed" else ""))
+
+
+def delete_paths(args: argparse.Namespace, hint: str) -> None:
+    """PATHs: list each with its file count, delete them whole when confirmed."""
+    existing = []
+    for path in args.paths:
+        if path.exists() or path.is_symlink():
+            existing.append(path)
+        else:
+            print(f"not found, nothing to delete: {path}")
+    if existing:
+        sizes = [count_files(path) for path in existing]
+        for path, size in zip(existing, sizes, strict=True):
+            print(f"delete: {path} ({size:,} files)")
+        if confirmed(args, f"{len(existing):,} path(s) with {sum(sizes):,} files"):
+            deleted = sum(delete_path(path, quiet=args.quiet) for path in existing)
+            print(f"delete: removed {len(existing):,} path(s), {deleted:,} files")
+        else:
+            print(f"delete: would remove {len(existing):,} path(s), {sum(sizes):,} files{hint}")
+
+
 @report_errors
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
@@ -152,45 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     list_each = not (args.yes and args.quiet)
 
     if args.corrupt is not None:
-        for item in corrupt if list_each else []:
-            print(f"undecodable: {item.path}")
-        verb, count = remove_files([item.path for item in corrupt], args, "undecodable files")
-        labels = Counter(item.label for item in corrupt)
-        print(
-            f"corrupt: {verb} {count:,} undecodable files from {args.corrupt} "
-            f"({per_folder(labels)}){hint if verb != 'removed' else ''}"
-        )
-
+        remove_corrupt(args, corrupt, list_each, hint)
     if plan is not None:
-        for copy, kept in plan.remove if list_each else []:
-            print(f"duplicate: {copy.path} (same bytes as {kept.path})")
-        verb, count = remove_files(copies, args, "duplicate files")
-        summary = (
-            f"duplicates: {verb} {count:,} files from {args.duplicates} "
-            f"({per_folder(plan.removed_per_folder())}); {plan.groups:,} sets of identical files"
-        )
-        if plan.left_in_test:
-            summary += (
-                f"; {plan.left_in_test:,} sets within test left as they are "
-                "(--include-test removes those too)"
-            )
-        print(summary + (hint if verb != "removed" else ""))
-
-    existing = []
-    for path in args.paths:
-        if path.exists() or path.is_symlink():
-            existing.append(path)
-        else:
-            print(f"not found, nothing to delete: {path}")
-    if existing:
-        sizes = [count_files(path) for path in existing]
-        for path, size in zip(existing, sizes, strict=True):
-            print(f"delete: {path} ({size:,} files)")
-        if confirmed(args, f"{len(existing):,} path(s) with {sum(sizes):,} files"):
-            deleted = sum(delete_path(path, quiet=args.quiet) for path in existing)
-            print(f"delete: removed {len(existing):,} path(s), {deleted:,} files")
-        else:
-            print(f"delete: would remove {len(existing):,} path(s), {sum(sizes):,} files{hint}")
+        remove_duplicates(args, plan, list_each, hint)
+    delete_paths(args, hint)
     return 0
 
 

@@ -36,11 +36,8 @@ from realfake.core.cli import (
 from realfake.core.fileops import atomic_write_text
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = stage_parser(
-        __doc__,
-        "Evaluate a saved real-or-AI-generated image classifier on a labelled folder.",
-    )
+def _add_input_output_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags for the model, the labelled folder, the output folder and how images are scored."""
     parser.add_argument(
         "--model",
         type=Path,
@@ -73,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="P(Fake) at or above which an image is called Fake (default: the model card's)",
     )
+
+
+def _add_robustness_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags for re-scoring under perturbations and recording the rows in the model card."""
     parser.add_argument(
         "--robustness",
         action="store_true",
@@ -94,6 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the robustness rows and their summary into the model card (needs "
         "--robustness; refused with --threshold, since the card's threshold is the one it states)",
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = stage_parser(
+        __doc__,
+        "Evaluate a saved real-or-AI-generated image classifier on a labelled folder.",
+    )
+    _add_input_output_flags(parser)
+    _add_robustness_flags(parser)
     add_quiet_argument(parser)
     add_verbose_argument(parser)
     return parser
@@ -112,27 +122,12 @@ def main(argv=None) -> int:
     if args.update_card and args.threshold is not None:
         parser.error("--update-card records rows at the card's threshold: leave out --threshold")
 
-    from realfake.evaluation.metrics import (
-        classification_metrics,
-        format_metrics,
-        plot_confusion_matrix,
-        plot_roc,
-    )
+    from realfake.evaluation.metrics import classification_metrics
     from realfake.inference.classifier import load_classifier
-    from realfake.inference.modelcard import IDENTITY_KEYS, model_identity, update_card
     from realfake.training.pipeline import load_split
 
     classifier = load_classifier(args.model, threshold=args.threshold)
-    # What was loaded (its card was checked against the file as it was read), to check before
-    # the card is rewritten that it is still what is there.
-    identity = None
-    if args.update_card:
-        card = classifier.card
-        identity = (
-            {key: card[key] for key in IDENTITY_KEYS}
-            if "model_sha256" in card
-            else model_identity(args.model)
-        )
+    identity = loaded_identity(args.model, classifier.card) if args.update_card else None
     threshold = classifier.threshold
     split = load_split(args.data, classifier.image_size, quiet=args.quiet, description="decode")
     probability_fake = classifier.probability_fake(split.images, args.batch_size)
@@ -148,28 +143,8 @@ def main(argv=None) -> int:
         robustness_table = add_robustness(args, classifier, split, metrics)
     atomic_write_text(args.output / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     if args.update_card:
-        changes = {
-            "robustness": metrics["robustness"],
-            "robustness_summary": metrics["robustness_summary"],
-            "robustness_data": str(args.data),
-        }
-        written = update_card(args.model, classifier.card, identity, changes)
-        print(f"wrote the robustness rows into the model card {written}")
-    plot_confusion_matrix(
-        split.labels, probability_fake, threshold, args.output / "confusion_matrix.png"
-    )
-    plot_roc(split.labels, probability_fake, args.output / "roc_curve.png")
-    counts = ", ".join(f"{name} {count:,}" for name, count in split.counts().items())
-    views = " with their mirror images" if flip else ""
-    print(
-        f"evaluated {len(split):,} images ({counts}) from {args.data}{views}; "
-        f"plots in {args.output}"
-    )
-    print(format_metrics(metrics))
-    if robustness_table is not None:
-        print(robustness_table)
-        print("\n".join(metrics["robustness_summary"]))
-    print(json.dumps(metrics, sort_keys=True))
+        write_card_rows(args, classifier.card, identity, metrics)
+    report(args, split, probability_fake, threshold, flip, metrics, robustness_table)
     return 0
 
 
@@ -200,6 +175,51 @@ def add_robustness(args, classifier, split, metrics: dict) -> str:
     )
     plot_robustness(rows, args.output / "robustness.png", title)
     return format_table(rows)
+
+
+def loaded_identity(model: Path, card: dict) -> dict:
+    """What was loaded (its card was checked against the file as it was read), to check before
+    the card is rewritten that it is still what is there."""
+    from realfake.inference.modelcard import IDENTITY_KEYS, model_identity
+
+    if "model_sha256" in card:
+        return {key: card[key] for key in IDENTITY_KEYS}
+    return model_identity(model)
+
+
+def write_card_rows(args, card: dict, identity: dict, metrics: dict) -> None:
+    """Write the robustness rows and their summary into the card of the model `identity` names."""
+    from realfake.inference.modelcard import update_card
+
+    changes = {
+        "robustness": metrics["robustness"],
+        "robustness_summary": metrics["robustness_summary"],
+        "robustness_data": str(args.data),
+    }
+    written = update_card(args.model, card, identity, changes)
+    print(f"wrote the robustness rows into the model card {written}")
+
+
+def report(args, split, probability_fake, threshold: float, flip: bool, metrics, table) -> None:
+    """Draw the confusion matrix and ROC curve, then print the summary, the metrics, the
+    robustness table when there is one, and the metrics as one JSON line last."""
+    from realfake.evaluation.metrics import format_metrics, plot_confusion_matrix, plot_roc
+
+    plot_confusion_matrix(
+        split.labels, probability_fake, threshold, args.output / "confusion_matrix.png"
+    )
+    plot_roc(split.labels, probability_fake, args.output / "roc_curve.png")
+    counts = ", ".join(f"{name} {count:,}" for name, count in split.counts().items())
+    views = " with their mirror images" if flip else ""
+    print(
+        f"evaluated {len(split):,} images ({counts}) from {args.data}{views}; "
+        f"plots in {args.output}"
+    )
+    print(format_metrics(metrics))
+    if table is not None:
+        print(table)
+        print("\n".join(metrics["robustness_summary"]))
+    print(json.dumps(metrics, sort_keys=True))
 
 
 if __name__ == "__main__":

@@ -67,12 +67,8 @@ def augmentation_names(text: str) -> str:
     return text
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description="Train the ResNet101 real-or-AI-generated image classifier.",
-        epilog=EXAMPLES,
-        formatter_class=HelpFormatter,
-    )
+def _add_file_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags for the recipe, the folders and files a run reads and writes, and --resume."""
     parser.add_argument(
         "--recipe",
         choices=sorted(RECIPES),
@@ -115,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="continue an interrupted run from its last finished epoch (same settings)",
     )
+
+
+def _add_model_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags that choose the base network, its initial weights and the input size."""
     parser.add_argument(
         "--backbone",
         choices=config.BACKBONES,
@@ -134,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULTS.image_size,
         help="side in pixels images are resized to (CIFAKE is 32; 32 and up)",
     )
+
+
+def _add_schedule_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags for the batch size, the number of epochs and the learning-rate schedule."""
     parser.add_argument(
         "--batch-size", type=int, default=DEFAULTS.batch_size, help="images per training step"
     )
@@ -168,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="fraction of the planned steps over which the learning rate first rises linearly "
         "from near 0 (the polynomial decay then runs over the rest)",
     )
+
+
+def _add_head_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags for the dense layer of the classification head."""
     parser.add_argument(
         "--dense-units",
         type=int,
@@ -177,6 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--l2", type=float, default=DEFAULTS.l2, help="L2 regularization factor of that layer"
     )
+
+
+def _add_sampling_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags for the random seed and how many images per class are used."""
     parser.add_argument("--seed", type=int, default=DEFAULTS.seed, help="random seed")
     parser.add_argument(
         "--limit-per-class",
@@ -184,6 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULTS.limit_per_class,
         help="use at most N images per class and split, for quick runs (default: all)",
     )
+
+
+def _add_initialization_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags for which weights train and how the residual branches start."""
     parser.add_argument(
         "--freeze-base",
         action="store_true",
@@ -195,6 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="start the last batch-norm scale of every residual branch at zero, so each block "
         "begins as the identity (with --weights none only)",
     )
+
+
+def _add_regularization_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags for the training augmentation, label smoothing, weight decay and weight averaging."""
     parser.add_argument(
         "--augment",
         nargs="?",
@@ -237,6 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
         "and validate, keep and save the average, its batch-norm statistics re-estimated; "
         "0 turns it off",
     )
+
+
+def _add_validation_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags for how validation scores images and when it stops training."""
     parser.add_argument(
         "--test-time-flip",
         action="store_true",
@@ -263,6 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="training batches used to re-estimate batch-norm statistics before every "
         "validation (0 turns it off)",
     )
+
+
+def _add_runtime_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags for the optimizer kernel, the distribution strategy and the output."""
     parser.add_argument(
         "--no-fast-path",
         dest="fast_path",
@@ -284,6 +312,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_quiet_argument(parser)
     add_verbose_argument(parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The training flags, grouped by topic; each default is the TrainingConfig field it fills."""
+    parser = argparse.ArgumentParser(
+        description="Train the ResNet101 real-or-AI-generated image classifier.",
+        epilog=EXAMPLES,
+        formatter_class=HelpFormatter,
+    )
+    _add_file_flags(parser)
+    _add_model_flags(parser)
+    _add_schedule_flags(parser)
+    _add_head_flags(parser)
+    _add_sampling_flags(parser)
+    _add_initialization_flags(parser)
+    _add_regularization_flags(parser)
+    _add_validation_flags(parser)
+    _add_runtime_flags(parser)
     return parser
 
 

@@ -39,12 +39,8 @@ EPILOG = """examples:
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def _add_input_output_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags for what is scored, by which model, and where and how the rows are written."""
     parser.add_argument(
         "paths",
         nargs="*",
@@ -70,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="row format (default: jsonl for an --output ending in .jsonl, else csv; "
         "with --merge, the parts' format)",
     )
+
+
+def _add_shard_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags for the batch size and for scoring in shards and joining their outputs."""
     parser.add_argument(
         "--batch-size",
         type=int,
@@ -98,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --merge, join the shards given even if some of the N are missing "
         "(default: refuse, naming the missing shards)",
     )
+
+
+def _add_content_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags for what is written: a submission instead of rows, and the provenance columns."""
     parser.add_argument(
         "--submission",
         type=Path,
@@ -120,6 +124,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="leave out the provenance columns (default: read them from each file's bytes)",
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_input_output_flags(parser)
+    _add_shard_flags(parser)
+    _add_content_flags(parser)
     add_quiet_argument(parser)
     add_verbose_argument(parser)
     return parser

@@ -146,6 +146,9 @@ def build_model(
 ) -> keras.Model:
     """Build the uncompiled classifier: the backbone's base, then the head.
 
+    Long because it is one linear recipe, kept whole so the layer stack reads top to bottom in one
+    place; a third of it is this Args list.
+
     Args:
         image_size: side of the square RGB input; every backbone accepts 32 and up.
         weights: "none" (random initialisation), "imagenet", or a path to the ResNet backbone's

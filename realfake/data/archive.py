@@ -74,6 +74,36 @@ def safe_member_path(name: str) -> PurePosixPath | None:
     return PurePosixPath(*parts) if parts else None
 
 
+def _check_entry(info: zipfile.ZipInfo, path: PurePosixPath | None) -> None:
+    """Refuse an entry that is unsafe or unreadable in itself, whatever else the archive holds."""
+    mode = info.external_attr >> 16
+    if mode and stat.S_ISLNK(mode):
+        raise PipelineError(f"unsafe entry {info.filename!r}: symbolic link")
+    kind = stat.S_IFMT(mode)  # zero where the archiver recorded permissions only
+    if kind and kind not in (stat.S_IFREG, stat.S_IFDIR):
+        raise PipelineError(f"unsafe entry {info.filename!r}: not a regular file or folder")
+    if info.flag_bits & 0x1:
+        raise PipelineError(
+            f"entry {info.filename!r} is encrypted; extract it with its password first"
+        )
+    if info.file_size and (path is None or info.is_dir()):
+        # Extraction makes a folder of such an entry, or skips the root: its data would be lost.
+        raise PipelineError(
+            f"entry {info.filename!r} holds {info.file_size:,} bytes but names "
+            f"{'the archive root' if path is None else 'a folder'}, not a file"
+        )
+    if path is None:
+        return
+    depth = len(path.parts) - (0 if info.is_dir() else 1)  # the folders it needs
+    if depth > MAX_ENTRY_DEPTH:
+        # Nested that deep, a name is at least 200 characters long: show its start.
+        shown = f"{info.filename[:60]}..."
+        raise PipelineError(
+            f"unsafe entry {shown!r}: it is nested {depth:,} folders deep "
+            f"(more than {MAX_ENTRY_DEPTH} is refused)"
+        )
+
+
 def plan_extraction(
     archive: zipfile.ZipFile,
     max_total_bytes: int,
@@ -95,32 +125,9 @@ def plan_extraction(
     total = 0
     for info in archive.infolist():
         path = safe_member_path(info.filename)
-        mode = info.external_attr >> 16
-        if mode and stat.S_ISLNK(mode):
-            raise PipelineError(f"unsafe entry {info.filename!r}: symbolic link")
-        kind = stat.S_IFMT(mode)  # zero where the archiver recorded permissions only
-        if kind and kind not in (stat.S_IFREG, stat.S_IFDIR):
-            raise PipelineError(f"unsafe entry {info.filename!r}: not a regular file or folder")
-        if info.flag_bits & 0x1:
-            raise PipelineError(
-                f"entry {info.filename!r} is encrypted; extract it with its password first"
-            )
-        if info.file_size and (path is None or info.is_dir()):
-            # Extraction makes a folder of such an entry, or skips the root: its data would be lost.
-            raise PipelineError(
-                f"entry {info.filename!r} holds {info.file_size:,} bytes but names "
-                f"{'the archive root' if path is None else 'a folder'}, not a file"
-            )
+        _check_entry(info, path)
         if path is None:
             continue
-        depth = len(path.parts) - (0 if info.is_dir() else 1)  # the folders it needs
-        if depth > MAX_ENTRY_DEPTH:
-            # Nested that deep, a name is at least 200 characters long: show its start.
-            shown = f"{info.filename[:60]}..."
-            raise PipelineError(
-                f"unsafe entry {shown!r}: it is nested {depth:,} folders deep "
-                f"(more than {MAX_ENTRY_DEPTH} is refused)"
-            )
         if path in seen:
             raise PipelineError(f"entry {info.filename!r} appears more than once in the archive")
         seen.add(path)

@@ -258,6 +258,30 @@ def _output_keys(names: list[str]) -> list[str]:
     ]
 
 
+def _copy_counts(
+    class_name: str,
+    folder: Path,
+    image_count: int,
+    source_count: int,
+    copies: int | None,
+    target_per_class: int | None,
+    seed: int,
+) -> list[int]:
+    """How many copies each of a class's source images gets, in their order: `copies` each, or
+    enough to top the class's `image_count` images up to `target_per_class`, spread evenly."""
+    if copies is not None:
+        return [copies] * source_count
+    needed = max(0, target_per_class - image_count)
+    if needed and not source_count:
+        raise PipelineError(f"{folder} has no original images to augment")
+    order = np.random.default_rng([seed, zlib.crc32(class_name.encode())]).permutation(source_count)
+    base, extra = divmod(needed, source_count) if source_count else (0, 0)
+    counts = [0] * source_count
+    for rank, index in enumerate(order.tolist()):
+        counts[index] = base + (1 if rank < extra else 0)
+    return counts
+
+
 def plan_augmentation(
     source_root: Path,
     dest_root: Path,
@@ -289,19 +313,9 @@ def plan_augmentation(
     for class_name, folder in sorted(folders.items()):
         images = list_images(folder)
         sources = [path for path in images if not is_augmented_name(path.name)]
-        if copies is not None:
-            counts = [copies] * len(sources)
-        else:
-            needed = max(0, target_per_class - len(images))
-            if needed and not sources:
-                raise PipelineError(f"{folder} has no original images to augment")
-            order = np.random.default_rng([seed, zlib.crc32(class_name.encode())]).permutation(
-                len(sources)
-            )
-            base, extra = divmod(needed, len(sources)) if sources else (0, 0)
-            counts = [0] * len(sources)
-            for rank, index in enumerate(order.tolist()):
-                counts[index] = base + (1 if rank < extra else 0)
+        counts = _copy_counts(
+            class_name, folder, len(images), len(sources), copies, target_per_class, seed
+        )
         taken = set(os.listdir(folder))
         names = [path.name for path in sources]
         class_dest = dest_root / folder.name

@@ -125,20 +125,11 @@ def _roll_forward(destination: Path) -> None:
     shutil.rmtree(staging)
 
 
-def merge_splits(
-    sources: Sequence[Path], destination: Path, workers: int | None = None, quiet: bool = False
-) -> SplitResult:
-    """Merge split datasets into destination/{train,validation,test}/{Fake,Real}.
-
-    The three split folders are built together in a hidden staging folder, a journal marks the
-    build complete, and only then are they renamed into place; a run that finds a journal first
-    finishes those renames, so a merge killed at any moment ends as an uninterrupted one.
-    """
-    _roll_forward(destination)
-    names = [source.name for source in sources]
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        raise PipelineError(f"two sources share the name {duplicates[0]}; rename one of them")
+def _scan_sources(
+    sources: Sequence[Path],
+) -> tuple[list[tuple[str, str, str, Path]], list[dict], int, list[Path]]:
+    """Every image of every source as (split, class, source name, path), each source's
+    fingerprint, the count of files skipped, and the images still to check for decoding."""
     entries: list[tuple[str, str, str, Path]] = []
     fingerprints = []
     skipped = 0
@@ -158,22 +149,27 @@ def merge_splits(
         # Splits made by this project already left out undecodable files.
         if (read_stamp(source) or {}).get("stage") not in SPLIT_STAGES:
             to_check.extend(source_images)
-    stamp = {"stage": "data_merger", "sources": fingerprints}
-    done = [destination_is_done(destination / split, stamp) for split in SPLITS]
-    if all(done):
-        result = SplitResult(counts=count_tree(destination), skipped=skipped, already_done=True)
-        try:
-            report = json.loads((destination / MERGE_REPORT_NAME).read_text(encoding="utf-8"))
-            leaks = report["identical_files_in_different_splits"]
-            result.cross_split_groups = len(leaks)
-            result.cross_split_files = sum(len(files) for files in leaks)
-        except (OSError, ValueError, KeyError, TypeError):
-            pass  # the report is informational; a missing one does not undo the merge
-        return result
+    return entries, fingerprints, skipped, to_check
 
-    bad = set(find_undecodable(to_check, workers=workers, quiet=quiet))
-    named = merged_names([entry for entry in entries if entry[3] not in bad])
-    staging = destination / MERGE_STAGING_NAME
+
+def _already_merged(destination: Path, skipped: int) -> SplitResult:
+    """The result of a merge already done from the same sources, its leaks read from its report."""
+    result = SplitResult(counts=count_tree(destination), skipped=skipped, already_done=True)
+    try:
+        report = json.loads((destination / MERGE_REPORT_NAME).read_text(encoding="utf-8"))
+        leaks = report["identical_files_in_different_splits"]
+        result.cross_split_groups = len(leaks)
+        result.cross_split_files = sum(len(files) for files in leaks)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # the report is informational; a missing one does not undo the merge
+    return result
+
+
+def _stage_files(
+    named: list[tuple[str, str, str, Path]], staging: Path, quiet: bool
+) -> list[list[str]]:
+    """Link or copy every named file into a fresh staging folder; returns the sets of identical
+    files found in more than one split, each sorted, as split/class/name."""
     if staging.exists():
         shutil.rmtree(staging)  # an interrupted build: start again
     for split in SPLITS:
@@ -197,6 +193,33 @@ def merge_splits(
         if len({file.split("/", 1)[0] for file in files}) > 1
     ]
     leaks.sort()
+    return leaks
+
+
+def merge_splits(
+    sources: Sequence[Path], destination: Path, workers: int | None = None, quiet: bool = False
+) -> SplitResult:
+    """Merge split datasets into destination/{train,validation,test}/{Fake,Real}.
+
+    The three split folders are built together in a hidden staging folder, a journal marks the
+    build complete, and only then are they renamed into place; a run that finds a journal first
+    finishes those renames, so a merge killed at any moment ends as an uninterrupted one.
+    """
+    _roll_forward(destination)
+    names = [source.name for source in sources]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise PipelineError(f"two sources share the name {duplicates[0]}; rename one of them")
+    entries, fingerprints, skipped, to_check = _scan_sources(sources)
+    stamp = {"stage": "data_merger", "sources": fingerprints}
+    done = [destination_is_done(destination / split, stamp) for split in SPLITS]
+    if all(done):
+        return _already_merged(destination, skipped)
+
+    bad = set(find_undecodable(to_check, workers=workers, quiet=quiet))
+    named = merged_names([entry for entry in entries if entry[3] not in bad])
+    staging = destination / MERGE_STAGING_NAME
+    leaks = _stage_files(named, staging, quiet)
     counts = defaultdict(lambda: dict.fromkeys(CLASS_NAMES, 0))
     for split, class_name, _, _ in named:
         counts[split][class_name] += 1

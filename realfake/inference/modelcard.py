@@ -38,6 +38,7 @@ import hashlib
 import json
 import math
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -78,6 +79,57 @@ def model_identity(model_file: Path, name: str | None = None) -> dict:
     model_file = Path(model_file)
     size, digest = size_and_digest(model_file)
     return {"model_file": name or model_file.name, "model_bytes": size, "model_sha256": digest}
+
+
+def training_card(
+    *,
+    image_size: int,
+    backbone: str,
+    preprocessing: str,
+    weights: str,
+    threshold: float,
+    uncertain_band: dict,
+    test_time_flip: bool,
+    training_data: dict,
+    trained_on: dict,
+    test_metrics: dict,
+    validation_metrics: dict,
+    training_seconds: float,
+    images_per_second: float,
+    epochs_run: int,
+    best_epoch: int | None,
+    settings: dict,
+    fast_path: bool,
+    tensorflow_version: str,
+    keras_version: str,
+) -> dict:
+    """The card training writes beside a new model, the keys as the module docstring lists them
+    (the identity keys are added when it is saved); `created` is now, in UTC."""
+    return {
+        "class_names": list(CLASS_NAMES),
+        "positive_class": POSITIVE_CLASS,
+        "image_size": image_size,
+        "backbone": backbone,
+        "preprocessing": preprocessing,
+        "weights": weights,
+        "threshold": threshold,
+        "threshold_rule": "maximises balanced accuracy on the validation split",
+        "uncertain_band": uncertain_band,
+        "test_time_flip": test_time_flip,
+        "training_data": training_data,
+        "trained_on": trained_on,
+        "test_metrics": test_metrics,
+        "validation_metrics": validation_metrics,
+        "training_seconds": training_seconds,
+        "images_per_second": images_per_second,
+        "epochs_run": epochs_run,
+        "best_epoch": best_epoch,
+        "settings": settings,
+        "fast_path": fast_path,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "tensorflow_version": tensorflow_version,
+        "keras_version": keras_version,
+    }
 
 
 def save_card(model_path: Path, card: dict, identity: dict | None = None) -> Path:

@@ -123,6 +123,75 @@ def downscale_and_back(images, sides, filters):
     return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
 
 
+def _blur_some(images, sigma_seed, choice_seed, probability: float, sigma_range):
+    """Blur each image of the batch with `probability`, sigma uniform in `sigma_range`."""
+    import tensorflow as tf
+
+    count = tf.shape(images)[0]
+    low, high = sigma_range
+    sigma = tf.random.stateless_uniform([count], sigma_seed, low, high)
+    chosen = tf.random.stateless_uniform([count], choice_seed) < probability
+    # Only the chosen images go through the kernel: at probability 0.1 that is a tenth of
+    # the work, and the blur is the costlier of the two.
+    where = tf.where(chosen)
+    blurred = gaussian_blur(
+        tf.gather_nd(images, where),
+        tf.gather_nd(sigma, where),
+        reach=math.ceil(KERNEL_REACH * high),
+    )
+    return tf.tensor_scatter_nd_update(images, where, blurred)
+
+
+def _downscale_some(images, seed, probability: float, side_range):
+    """Down-scale and enlarge back each image of the batch with `probability`, the side uniform
+    in `side_range` (both ends included) and the filter uniform among DOWNSCALE_FILTERS."""
+    import tensorflow as tf
+
+    count = tf.shape(images)[0]
+    # Its own seeds, folded from the batch's: the blur's and JPEG's draws stay as they were.
+    side_seed, filter_seed, choice_seed = tf.unstack(
+        tf.random.experimental.stateless_split(
+            tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), 3), num=3
+        )
+    )
+    low, high = side_range
+    sides = tf.random.stateless_uniform([count], side_seed, low, high + 1, dtype=tf.int32)
+    filters = tf.random.stateless_uniform(
+        [count], filter_seed, 0, len(DOWNSCALE_FILTERS), dtype=tf.int32
+    )
+    chosen = tf.random.stateless_uniform([count], choice_seed) < probability
+    where = tf.where(chosen)
+    resized = downscale_and_back(
+        tf.gather_nd(images, where), tf.gather_nd(sides, where), tf.gather_nd(filters, where)
+    )
+    return tf.tensor_scatter_nd_update(images, where, resized)
+
+
+def _reencode_some(images, quality_seed, choice_seed, probability: float, quality_range):
+    """Re-encode each image of the batch as JPEG with `probability`, the quality uniform in
+    `quality_range` (both ends included)."""
+    import tensorflow as tf
+
+    count = tf.shape(images)[0]
+    low, high = quality_range
+    quality = tf.random.stateless_uniform([count], quality_seed, low, high + 1, dtype=tf.int32)
+    chosen = tf.random.stateless_uniform([count], choice_seed) < probability
+
+    def reencode(arguments):
+        image, image_quality, image_chosen = arguments
+        return tf.cond(
+            image_chosen,
+            lambda: tf.reshape(tf.image.adjust_jpeg_quality(image, image_quality), tf.shape(image)),
+            lambda: image,
+        )
+
+    return tf.map_fn(
+        reencode,
+        (images, quality, chosen),
+        fn_output_signature=tf.TensorSpec(images.shape[1:], tf.uint8),
+    )
+
+
 def augment_for_robustness(
     images,
     seed,
@@ -150,59 +219,15 @@ def augment_for_robustness(
     single = images.shape.rank == 3
     if single:
         images = images[None]
-    count = tf.shape(images)[0]
     blur_seed, blur_choice_seed, jpeg_seed, jpeg_choice_seed = tf.unstack(
         tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=4)
     )
     if blur_probability > 0:
-        low, high = blur_sigma_range
-        sigma = tf.random.stateless_uniform([count], blur_seed, low, high)
-        chosen = tf.random.stateless_uniform([count], blur_choice_seed) < blur_probability
-        # Only the chosen images go through the kernel: at probability 0.1 that is a tenth of
-        # the work, and the blur is the costlier of the two.
-        where = tf.where(chosen)
-        blurred = gaussian_blur(
-            tf.gather_nd(images, where),
-            tf.gather_nd(sigma, where),
-            reach=math.ceil(KERNEL_REACH * high),
-        )
-        images = tf.tensor_scatter_nd_update(images, where, blurred)
+        images = _blur_some(images, blur_seed, blur_choice_seed, blur_probability, blur_sigma_range)
     if downscale_probability > 0:
-        # Its own seeds, folded from the batch's: the blur's and JPEG's draws stay as they were.
-        side_seed, filter_seed, choice_seed = tf.unstack(
-            tf.random.experimental.stateless_split(
-                tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), 3), num=3
-            )
-        )
-        low, high = downscale_side_range
-        sides = tf.random.stateless_uniform([count], side_seed, low, high + 1, dtype=tf.int32)
-        filters = tf.random.stateless_uniform(
-            [count], filter_seed, 0, len(DOWNSCALE_FILTERS), dtype=tf.int32
-        )
-        chosen = tf.random.stateless_uniform([count], choice_seed) < downscale_probability
-        where = tf.where(chosen)
-        resized = downscale_and_back(
-            tf.gather_nd(images, where), tf.gather_nd(sides, where), tf.gather_nd(filters, where)
-        )
-        images = tf.tensor_scatter_nd_update(images, where, resized)
+        images = _downscale_some(images, seed, downscale_probability, downscale_side_range)
     if jpeg_probability > 0:
-        low, high = jpeg_quality_range
-        quality = tf.random.stateless_uniform([count], jpeg_seed, low, high + 1, dtype=tf.int32)
-        chosen = tf.random.stateless_uniform([count], jpeg_choice_seed) < jpeg_probability
-
-        def reencode(arguments):
-            image, image_quality, image_chosen = arguments
-            return tf.cond(
-                image_chosen,
-                lambda: tf.reshape(
-                    tf.image.adjust_jpeg_quality(image, image_quality), tf.shape(image)
-                ),
-                lambda: image,
-            )
-
-        images = tf.map_fn(
-            reencode,
-            (images, quality, chosen),
-            fn_output_signature=tf.TensorSpec(images.shape[1:], tf.uint8),
+        images = _reencode_some(
+            images, jpeg_seed, jpeg_choice_seed, jpeg_probability, jpeg_quality_range
         )
     return images[0] if single else images

@@ -145,9 +145,11 @@ def make_dataset(
     transforms, comma-separated (`realfake.training.settings.parse_augment`): at most one of
     `augmentation_layers`' modes, `crop` (`pad_and_crop`), and `jpeg`, `blur` and `downscale`
     (`realfake.training.batch_augmentation.augment_for_robustness`, each image with its family's
-    probability,
-    `robustness_probability` where none is written); all drawn per (seed, epoch, batch)
-    likewise. None: none.
+    probability, `robustness_probability` where none is written); all drawn per (seed, epoch,
+    batch) likewise. None: none.
+
+    Long because the per-epoch pipeline is built from closures over the split, the plan and the
+    seed that tf.data traces; as separate functions each would need all of them passed in.
     """
     import tensorflow as tf
 

@@ -7,18 +7,18 @@ its card). The callbacks live in `realfake.training.callbacks`, the checkpoint i
 import csv
 import json
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
-from realfake.core.config import CLASS_NAMES, DEFAULT_BACKBONE, POSITIVE_CLASS
+from realfake.core.config import CLASS_NAMES, DEFAULT_BACKBONE
 from realfake.core.errors import PipelineError
 from realfake.core.fileops import atomic_write_text
 from realfake.data.merging import trained_on
 from realfake.inference.classifier import FAKE_INDEX, probability_fake, save_classifier
+from realfake.inference.modelcard import training_card
 from realfake.training import speed
 from realfake.training.callbacks import (
     AveragedWeightsForValidation,
@@ -256,32 +256,12 @@ def base_weights(weights: str, backbone: str = DEFAULT_BACKBONE) -> str:
     return str(imagenet_weights_path(backbone))
 
 
-def prepare(config: TrainingConfig) -> TrainingRun:
-    """Check the resume policy and the weights, decode the splits, build and compile the model
-    and, when resuming, restore everything the checkpoint holds."""
-    from realfake.model import DISPLAY_NAMES, build_model
-    from realfake.training.pipeline import check_split_folders, load_splits
+def build_and_compile(
+    config: TrainingConfig, weights: str, steps_per_epoch: int, strategy: tf.distribute.Strategy
+) -> keras.Model:
+    """The classifier the config describes, compiled with its schedule, under `strategy`."""
+    from realfake.model import build_model
 
-    settings = run_settings(config)
-    found = checkpoint_to_resume(config, settings)
-    check_split_folders(config.data)
-    weights = base_weights(config.weights, config.backbone)
-
-    keras.utils.set_random_seed(config.seed)
-    say(f"decoding the images of {config.data} at {config.image_size}x{config.image_size}")
-    splits = load_splits(
-        config.data, config.image_size, config.limit_per_class, config.seed, config.quiet
-    )
-    say(
-        "images: "
-        + "; ".join(
-            f"{name} " + ", ".join(f"{cls} {n:,}" for cls, n in split.counts().items())
-            for name, split in splits.items()
-        )
-    )
-    steps_per_epoch = -(-len(splits["train"]) // config.batch_size)
-    say(f"building {DISPLAY_NAMES[config.backbone]} (weights: {config.weights}) and its head")
-    strategy = select_strategy(config.strategy)
     with strategy.scope():
         model = build_model(
             image_size=config.image_size,
@@ -304,6 +284,47 @@ def prepare(config: TrainingConfig) -> TrainingRun:
             weight_decay=config.weight_decay,
             ema_momentum=config.ema_momentum,
         )
+    return model
+
+
+def restore_run(run: TrainingRun, state, folder: Path) -> None:
+    """Put back everything a checkpoint holds: weights, optimizer, stopping state, the clock."""
+    with run.strategy.scope():
+        restore_model(run.model, folder, state)
+    run.stopper.restore(state.stop, state.best_weights)
+    run.early_stopping.restore(state.early_stopping)
+    run.resumed, run.seconds, run.epochs_run = state, state.seconds, state.epoch + 1
+    truncate_log(run.log_path, run.initial_epoch)
+    say(f"resuming after epoch {run.initial_epoch} from {run.config.checkpoint_dir}")
+
+
+def prepare(config: TrainingConfig) -> TrainingRun:
+    """Check the resume policy and the weights, decode the splits, build and compile the model
+    and, when resuming, restore everything the checkpoint holds."""
+    from realfake.model import DISPLAY_NAMES
+    from realfake.training.pipeline import check_split_folders, load_splits
+
+    settings = run_settings(config)
+    found = checkpoint_to_resume(config, settings)
+    check_split_folders(config.data)
+    weights = base_weights(config.weights, config.backbone)
+
+    keras.utils.set_random_seed(config.seed)
+    say(f"decoding the images of {config.data} at {config.image_size}x{config.image_size}")
+    splits = load_splits(
+        config.data, config.image_size, config.limit_per_class, config.seed, config.quiet
+    )
+    say(
+        "images: "
+        + "; ".join(
+            f"{name} " + ", ".join(f"{cls} {n:,}" for cls, n in split.counts().items())
+            for name, split in splits.items()
+        )
+    )
+    steps_per_epoch = -(-len(splits["train"]) // config.batch_size)
+    say(f"building {DISPLAY_NAMES[config.backbone]} (weights: {config.weights}) and its head")
+    strategy = select_strategy(config.strategy)
+    model = build_and_compile(config, weights, steps_per_epoch, strategy)
     run = TrainingRun(
         config=config,
         settings=settings,
@@ -317,14 +338,7 @@ def prepare(config: TrainingConfig) -> TrainingRun:
     if found is None:
         run.log_path.unlink(missing_ok=True)
     else:
-        state, folder = found
-        with strategy.scope():
-            restore_model(model, folder, state)
-        run.stopper.restore(state.stop, state.best_weights)
-        run.early_stopping.restore(state.early_stopping)
-        run.resumed, run.seconds, run.epochs_run = state, state.seconds, state.epoch + 1
-        truncate_log(run.log_path, run.initial_epoch)
-        say(f"resuming after epoch {run.initial_epoch} from {config.checkpoint_dir}")
+        restore_run(run, *found)
     Path(config.metrics_dir).mkdir(parents=True, exist_ok=True)
     return run
 
@@ -405,6 +419,30 @@ def fit(run: TrainingRun) -> None:
         run.stopper.restore_best_weights(run.model)
 
 
+def write_test_outputs(
+    run: TrainingRun, test_probability, threshold: float, test_metrics: dict
+) -> None:
+    """Write the training curves, the test split's confusion matrix and ROC curve, the model's
+    architecture and the test metrics into the metrics folder."""
+    from realfake.evaluation.metrics import (
+        plot_architecture,
+        plot_confusion_matrix,
+        plot_history,
+        plot_roc,
+        read_log,
+    )
+
+    metrics_dir = Path(run.config.metrics_dir)
+    test = run.splits["test"]
+    plot_history(read_log(run.log_path), metrics_dir)
+    plot_confusion_matrix(
+        test.labels, test_probability, threshold, metrics_dir / "confusion_matrix.png"
+    )
+    plot_roc(test.labels, test_probability, metrics_dir / "roc_curve.png")
+    plot_architecture(run.model, metrics_dir / "model_architecture.png")
+    atomic_write_text(metrics_dir / "test_metrics.json", json.dumps(test_metrics, indent=2) + "\n")
+
+
 def score_and_report(run: TrainingRun) -> dict:
     """Choose the threshold on validation, score the test split, write the plots, the metrics,
     the model and its card; remove the checkpoint. Returns the card."""
@@ -412,17 +450,11 @@ def score_and_report(run: TrainingRun) -> dict:
         choose_threshold,
         classification_metrics,
         format_metrics,
-        plot_architecture,
-        plot_confusion_matrix,
-        plot_history,
-        plot_roc,
-        read_log,
         uncertain_band,
     )
     from realfake.model import preprocessing_description
 
     config, model = run.config, run.model
-    metrics_dir = Path(config.metrics_dir)
     flip = config.test_time_flip
     validation, test = run.splits["validation"], run.splits["test"]
     validation_probability = probability_fake(model, validation.images, flip, config.batch_size)
@@ -435,42 +467,32 @@ def score_and_report(run: TrainingRun) -> dict:
     say(f"validation: {format_metrics(validation_metrics)}")
     say(f"test: {format_metrics(test_metrics)}")
 
-    plot_history(read_log(run.log_path), metrics_dir)
-    plot_confusion_matrix(
-        test.labels, test_probability, threshold, metrics_dir / "confusion_matrix.png"
-    )
-    plot_roc(test.labels, test_probability, metrics_dir / "roc_curve.png")
-    plot_architecture(model, metrics_dir / "model_architecture.png")
-    atomic_write_text(metrics_dir / "test_metrics.json", json.dumps(test_metrics, indent=2) + "\n")
+    write_test_outputs(run, test_probability, threshold, test_metrics)
 
     train_images = len(run.splits["train"])
-    card = {
-        "class_names": list(CLASS_NAMES),
-        "positive_class": POSITIVE_CLASS,
-        "image_size": config.image_size,
-        "backbone": config.backbone,
-        "preprocessing": preprocessing_description(config.weights),
-        "weights": config.weights,
-        "threshold": threshold,
-        "threshold_rule": "maximises balanced accuracy on the validation split",
-        "uncertain_band": uncertain_band(validation.labels, validation_probability, threshold),
-        "test_time_flip": flip,
-        "training_data": {name: split.counts() for name, split in run.splits.items()},
-        "trained_on": trained_on(Path(config.data), config.image_size),
-        "test_metrics": test_metrics,
-        "validation_metrics": validation_metrics,
-        "training_seconds": round(run.seconds, 1),
-        "images_per_second": round(
+    card = training_card(
+        image_size=config.image_size,
+        backbone=config.backbone,
+        preprocessing=preprocessing_description(config.weights),
+        weights=config.weights,
+        threshold=threshold,
+        uncertain_band=uncertain_band(validation.labels, validation_probability, threshold),
+        test_time_flip=flip,
+        training_data={name: split.counts() for name, split in run.splits.items()},
+        trained_on=trained_on(Path(config.data), config.image_size),
+        test_metrics=test_metrics,
+        validation_metrics=validation_metrics,
+        training_seconds=round(run.seconds, 1),
+        images_per_second=round(
             train_images * run.epochs_run / run.seconds if run.seconds else 0.0, 2
         ),
-        "epochs_run": run.epochs_run,
-        "best_epoch": None if run.stopper.best_epoch is None else run.stopper.best_epoch + 1,
-        "settings": run.settings,
-        "fast_path": config.fast_path,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "tensorflow_version": tf.__version__,
-        "keras_version": keras.__version__,
-    }
+        epochs_run=run.epochs_run,
+        best_epoch=None if run.stopper.best_epoch is None else run.stopper.best_epoch + 1,
+        settings=run.settings,
+        fast_path=config.fast_path,
+        tensorflow_version=tf.__version__,
+        keras_version=keras.__version__,
+    )
     save_classifier(model, card, Path(config.model_path))
     clear_checkpoint(config.checkpoint_dir)
     card["train_images"] = train_images
