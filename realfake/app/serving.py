@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
 
-from realfake.app.settings import DEFAULT_MAX_IMAGE_PIXELS
+from realfake.core.config import DEFAULT_MAX_IMAGE_PIXELS
 from realfake.core.errors import PipelineError
 from realfake.core.fileops import file_digest
 from realfake.core.images import load_rgb, without_text_chunks

@@ -1,10 +1,7 @@
 """The web app's settings and their defaults, apart from the app so that `app.py --help` can
 print them without importing Flask, NumPy or TensorFlow."""
 
-from realfake.core.config import DATA_DIR, MODEL_PATH
-
-# Pillow's own bomb guard refuses images over about 179 megapixels; the app stops far sooner.
-DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
+from realfake.core.config import DATA_DIR, DEFAULT_MAX_IMAGE_PIXELS, MODEL_PATH
 
 DEFAULTS = {
     "MODEL_PATH": str(MODEL_PATH),

@@ -72,3 +72,6 @@ ROBUSTNESS_AUGMENTATIONS = ("jpeg", "blur", "downscale")
 MODELS_DIR = Path("models")
 MODEL_PATH = MODELS_DIR / "ai_real_image_classifier_resnet101.h5"
 METRICS_DIR = Path("metrics_graphs")
+
+# Pillow's own bomb guard refuses images over about 179 megapixels; the app stops far sooner.
+DEFAULT_MAX_IMAGE_PIXELS = 50_000_000

@@ -82,7 +82,7 @@ def predict(config: PredictConfig, classifier=None, stdout=None) -> Summary:
 
 
 def _predict(config: PredictConfig, classifier, stdout) -> Summary:
-    from realfake.core.cli import progress
+    from realfake.core.progress import progress
 
     stdout = stdout if stdout is not None else sys.stdout
     output_format = format_for(config.output, config.output_format)
@@ -101,44 +101,23 @@ def _predict(config: PredictConfig, classifier, stdout) -> Summary:
     extras = [provenance_columns(_trust_anchors(config.trust_anchors))] if config.provenance else []
     columns = row_columns(extras)
     tally = Tally(answers={} if sample is not None else None)
-
-    if config.output is not None:
-        settings = _run_settings(config, classifier, output_format, columns, extras)
-        continuation = continue_partial(
-            config.output, settings, files, config.batch_size, output_format
-        )
-        if continuation.note:
-            print(f"note: {continuation.note}", file=sys.stderr)
-        partial = partial_path(config.output)
-        if not continuation.rows:
-            write_settings(config.output, settings)
-            partial.write_text(header_text(columns, output_format), encoding="utf-8")
-        for row in continuation.rows:
-            tally.add(row)
-        done = len(continuation.rows)
-    else:
-        partial = None
-        done = 0
-        if sample is None:
-            stdout.write(header_text(columns, output_format))
+    settings = (
+        _run_settings(config, classifier, output_format, columns, extras)
+        if config.output is not None
+        else None
+    )
+    partial, done = _begin_rows(config, settings, files, columns, output_format, tally, stdout)
+    if partial is None and sample is None:
+        stdout.write(header_text(columns, output_format))
 
     remaining = files[done:]
     batches = decoded_batches(
         remaining, classifier.image_size, config.batch_size, extras, config.decode_threads
     )
     rows = (row for batch in scored_rows(classifier, batches, config.batch_size) for row in batch)
+    rows = progress(rows, total=len(remaining), description="predict", quiet=config.quiet)
     with _row_writer(partial, stdout, keep_rows=sample is None) as writer:
-        pending: list[dict] = []
-        for row in progress(rows, total=len(remaining), description="predict", quiet=config.quiet):
-            pending.append(row)
-            tally.add(row)
-            # One write per batch: a kill leaves whole lines, at worst one torn last line.
-            if len(pending) == config.batch_size:
-                writer.write(rows_text(pending, columns, output_format))
-                writer.flush()
-                pending = []
-        writer.write(rows_text(pending, columns, output_format))
-        writer.flush()
+        _write_rows(rows, writer, tally, columns, output_format, config.batch_size)
 
     summary = Summary(
         tally,
@@ -161,6 +140,41 @@ def _predict(config: PredictConfig, classifier, stdout) -> Summary:
         stdout.write(text)
         stdout.flush()
     return summary
+
+
+def _write_rows(rows, writer, tally, columns, output_format, batch_size: int) -> None:
+    """Count each row and write the rows one batch at a time: a kill leaves whole lines, at
+    worst one torn last line."""
+    pending: list[dict] = []
+    for row in rows:
+        pending.append(row)
+        tally.add(row)
+        if len(pending) == batch_size:
+            writer.write(rows_text(pending, columns, output_format))
+            writer.flush()
+            pending = []
+    writer.write(rows_text(pending, columns, output_format))
+    writer.flush()
+
+
+def _begin_rows(config, settings, files, columns, output_format, tally, stdout):
+    """(partial file, rows already done): with an output file, the partial file continued after
+    the rows a killed run wrote (counted into `tally`), or started with the run's settings and
+    the header; without one, (None, 0)."""
+    if config.output is None:
+        return None, 0
+    continuation = continue_partial(
+        config.output, settings, files, config.batch_size, output_format
+    )
+    if continuation.note:
+        print(f"note: {continuation.note}", file=sys.stderr)
+    partial = partial_path(config.output)
+    if not continuation.rows:
+        write_settings(config.output, settings)
+        partial.write_text(header_text(columns, output_format), encoding="utf-8")
+    for row in continuation.rows:
+        tally.add(row)
+    return partial, len(continuation.rows)
 
 
 def _refuse_output_among_inputs(output: Path, inputs: list[Path], sample: Path | None) -> None:
