@@ -1,15 +1,14 @@
 """Every export against the .h5 on the same images, side by side: P(Fake) differences, accuracy at
 the card's threshold, file sizes, and onnxruntime's throughput against TensorFlow's.
 
-Exports the model to each format (SavedModel, ONNX, TFLite float32, dynamic-range and float16)
-with `realfake.inference.export.export_model` into a temporary folder, decodes the first --limit
-images of
-a labelled folder (half per class, `load_rgb` at the model's size, as predict.py decodes them),
+Exports the model to each format (SavedModel, ONNX, TFLite float32, dynamic-range and float16) with
+`realfake.inference.export.export_model` into a temporary folder, decodes the first --limit images
+of a labelled folder (half per class, `load_rgb` at the model's size, as predict.py decodes them),
 and scores them through each: the .h5 and the ONNX export through the inference contract
-(`load_classifier(...).class_probabilities`, what predict.py calls), SavedModel and TFLite
-through their pixel signature. Throughput is that contract's call on the decoded images at
---batch-size, for the .h5 on TensorFlow and the ONNX export on onnxruntime, in alternating
-rounds; the table shows the median, and the ratio is the median of the per-round ratios.
+(`load_classifier(...).class_probabilities`, what predict.py calls), SavedModel and TFLite through
+their pixel signature. Throughput is that contract's call on the decoded images at --batch-size, for
+the .h5 on TensorFlow and the ONNX export on onnxruntime, in alternating rounds; the table shows the
+median, and the ratio is the median of the per-round ratios.
 
 Reads:  --model (.h5 with its card), --data (a folder with Fake/ and Real/).
 Writes: a temporary folder, removed at the end.

@@ -5,8 +5,7 @@ Two cases in one run: CIFAKE's test images (32x32 JPEGs, extracted from $CIFAKE_
 default). For each, the reference is `model.predict` on the already-decoded images at the same
 batch size (and the inference contract's `probability_fake` on them); against it, the whole of
 `predict.py`'s work (`realfake.inference.batch.predict`: listing, reading, decoding overlapped with
-the
-model, provenance, writing rows to a file), with and without the provenance columns. Also shown:
+the model, provenance, writing rows to a file), with and without the provenance columns. Also shown:
 single-thread decode time per image and its share of decode plus model, the most the resident
 memory grew during a run, and the largest difference between predict.py's P(Fake) and the one
 evaluation computes (its decode with `load_split`, then `probability_fake`) for every image.

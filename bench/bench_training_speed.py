@@ -7,11 +7,10 @@ Writes: nothing; prints Markdown tables. Each kernel path and input size runs in
         the Eigen path (TF_ENABLE_ONEDNN_OPTS=0) and the oneDNN path (=1). For each it prints
         training images/s of stock `fit` and, on oneDNN, of `fit` with the fast path
         (`realfake.training.speed.fast_path`), timed in alternation in one process; inference
-        images/s and
-        batch-1 latency; the float32 matmul peak; FLOPs per image; utilization = images/s x
-        training FLOPs per image / peak; and whether the input pipeline (`make_dataset`) keeps
-        up: `fit` on it beside `fit` on in-memory tensors, and the pipeline alone.
-        Medians over --repeats, with the range, since a shared machine is noisy.
+        images/s and batch-1 latency; the float32 matmul peak; FLOPs per image; utilization =
+        images/s x training FLOPs per image / peak; and whether the input pipeline (`make_dataset`)
+        keeps up: `fit` on it beside `fit` on in-memory tensors, and the pipeline alone. Medians
+        over --repeats, with the range, since a shared machine is noisy.
 
 Example:
     .venv/bin/python bench/bench_training_speed.py --quick

@@ -1,6 +1,5 @@
 """realfake.core.workers: a worker dies with its stage, through Linux's parent-death signal or,
-where
-that is not available, through the thread that watches the parent."""
+where that is not available, through the thread that watches the parent."""
 
 import sys
 from pathlib import Path

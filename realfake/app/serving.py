@@ -5,8 +5,7 @@ Nothing here knows HTTP or HTML: an upload that cannot be used raises UploadErro
 The model is loaded once per process and called through `tf.function`s with fixed input
 signatures, so a request costs one decode and one compiled forward pass, never a per-call
 `model.predict` set-up. Every image is decoded by `realfake.core.images.load_rgb`, exactly as
-training
-and evaluation decode it, so the app's probabilities equal theirs for the same file.
+training and evaluation decode it, so the app's probabilities equal theirs for the same file.
 """
 
 import io

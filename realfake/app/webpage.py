@@ -2,10 +2,8 @@
 heatmaps.
 
 Only the web app uses this module; the numbers it presents come from
-`realfake.inference.classifier` and
-`realfake.app.serving`, and the provenance from `realfake.inference.provenance`, never from a
-computation of
-its own.
+`realfake.inference.classifier` and `realfake.app.serving`, and the provenance from
+`realfake.inference.provenance`, never from a computation of its own.
 """
 
 import base64

@@ -65,8 +65,7 @@ AUGMENTATIONS = ("flip", "flip-shift")
 # Whole-pixel translation: the image padded with 4 black pixels and cropped back at random.
 CROP_AUGMENTATION = "crop"
 # Damage for robustness (realfake.evaluation.robustness), combinable with the above, each image
-# with its
-# family's probability (`jpeg:0.3`; without one, --robustness-probability).
+# with its family's probability (`jpeg:0.3`; without one, --robustness-probability).
 ROBUSTNESS_AUGMENTATIONS = ("jpeg", "blur", "downscale")
 
 MODELS_DIR = Path("models")

@@ -3,8 +3,7 @@ each a family of levels from mild to severe, applied to decoded uint8 batches.
 
 Each perturbation is deterministic: the same images and level give the same output. The
 robustness report (`realfake.evaluation.robustness`) scores a model on these; the page names them
-with
-`FAMILIES` and `format_level`; the Gaussian blur is shared with training augmentation
+with `FAMILIES` and `format_level`; the Gaussian blur is shared with training augmentation
 (`realfake.training.batch_augmentation`).
 """
 

@@ -3,8 +3,7 @@ a resumed run augments exactly as the uninterrupted one: mirror images and shift
 (`augmentation_layers`), whole-pixel crops (`pad_and_crop`), and the damage of the robustness
 families (`augment_for_robustness`: blur, down-scale and back, JPEG re-encoding), with the ranges
 CNNDetection (Wang et al. 2020) trains with for blur and JPEG. `realfake.training.pipeline` builds
-the input
-pipeline from them.
+the input pipeline from them.
 """
 
 import math
