@@ -101,9 +101,10 @@ endif
 test: setup test-deps lint
 	$(PYTHON) -m pytest
 
-# The edit-test loop: every test but those few, each of which builds the ResNet101.
+# The edit-test loop: every test but the few that build the ResNet101 (slow) and the kill,
+# browser and server runs (end_to_end), on both cores. `make test` runs them all, one at a time.
 test-fast: setup test-deps
-	$(PYTHON) -m pytest -m "not slow"
+	$(PYTHON) -m pytest -m "not slow and not end_to_end" -n 2
 
 # Mutation testing of the safety modules (docs/mutation.md), each against its own fast tests: not
 # part of `make test`. MODULES picks some (make mutate MODULES="archive moving"); results stay
