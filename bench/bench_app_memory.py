@@ -27,8 +27,7 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The package comes from the installed project; bench/ is on sys.path as this script's folder.
 
 from bench_app_latency import add_model_arguments, untrained_model  # noqa: E402
 from bench_app_load import free_port, wait_until_healthy  # noqa: E402

@@ -25,8 +25,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import realfake  # noqa: E402, F401  (sets TensorFlow's environment before it is imported)
 from realfake.core.config import SEED  # noqa: E402
 
