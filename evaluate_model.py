@@ -10,13 +10,16 @@ the output folder:
     robustness.png         with --robustness: accuracy under JPEG re-encoding, blur, noise and
                            down-scaling, at the same threshold (metrics.json gains `robustness`)
 With --robustness --update-card the robustness rows and their summary are also written into the
-model card, where the app's "About this model" shows them.
+model card, where the app's "About this model" shows them. With --choose-band (on the validation
+split, as training does) the uncertain band is chosen again with training's rule, at the card's
+threshold, and written into the card: for a card written before the rule changed.
 The metrics are printed; the last line of stdout is them as one JSON object.
 
 Example:
     python evaluate_model.py --model models/ai_real_image_classifier_resnet101.h5 --data data/test
     python evaluate_model.py --data data/test --robustness --robustness-per-class 500
     python evaluate_model.py --data data/test --robustness --robustness-per-class 1000 --update-card
+    python evaluate_model.py --data data/validation --choose-band
 """
 
 import argparse
@@ -95,6 +98,12 @@ def _add_robustness_flags(parser: argparse.ArgumentParser) -> None:
         help="write the robustness rows and their summary into the model card (needs "
         "--robustness; refused with --threshold, since the card's threshold is the one it states)",
     )
+    parser.add_argument(
+        "--choose-band",
+        action="store_true",
+        help="choose the uncertain band on --data with training's rule, at the card's threshold, "
+        "and write it into the model card; give it the validation split, as training does",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,15 +128,16 @@ def main(argv=None) -> int:
     robustness = args.robustness or args.robustness_per_class is not None
     if args.update_card and not robustness:
         parser.error("--update-card writes the robustness rows: add --robustness")
-    if args.update_card and args.threshold is not None:
-        parser.error("--update-card records rows at the card's threshold: leave out --threshold")
+    writes_card = args.update_card or args.choose_band
+    if writes_card and args.threshold is not None:
+        parser.error("the card's rows and band are at the card's threshold: leave out --threshold")
 
     from realfake.evaluation.metrics import classification_metrics
     from realfake.inference.classifier import load_classifier
     from realfake.training.pipeline import load_split
 
     classifier = load_classifier(args.model, threshold=args.threshold)
-    identity = loaded_identity(args.model, classifier.card) if args.update_card else None
+    identity = loaded_identity(args.model, classifier.card) if writes_card else None
     threshold = classifier.threshold
     split = load_split(args.data, classifier.image_size, quiet=args.quiet, description="decode")
     probability_fake = classifier.probability_fake(split.images, args.batch_size)
@@ -142,8 +152,17 @@ def main(argv=None) -> int:
     if robustness:
         robustness_table = add_robustness(args, classifier, split, metrics)
     atomic_write_text(args.output / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    changes = {}
+    if args.choose_band:
+        changes.update(band_change(split.labels, probability_fake, threshold, metrics))
     if args.update_card:
-        write_card_rows(args, classifier.card, identity, metrics)
+        changes.update(
+            robustness=metrics["robustness"],
+            robustness_summary=metrics["robustness_summary"],
+            robustness_data=str(args.data),
+        )
+    if changes:
+        write_card_changes(args.model, classifier.card, identity, changes)
     report(args, split, probability_fake, threshold, flip, metrics, robustness_table)
     return 0
 
@@ -187,17 +206,26 @@ def loaded_identity(model: Path, card: dict) -> dict:
     return model_identity(model)
 
 
-def write_card_rows(args, card: dict, identity: dict, metrics: dict) -> None:
-    """Write the robustness rows and their summary into the card of the model `identity` names."""
+def band_change(labels, probability_fake, threshold: float, metrics: dict) -> dict:
+    """The uncertain band chosen on these images with training's rule, also put in `metrics`."""
+    from realfake.evaluation.metrics import uncertain_band
+
+    band = uncertain_band(labels, probability_fake, threshold)
+    metrics["uncertain_band"] = band
+    return {"uncertain_band": band}
+
+
+def write_card_changes(model: Path, card: dict, identity: dict, changes: dict) -> None:
+    """Write the robustness rows, the band or both into the card of the model `identity` names."""
     from realfake.inference.modelcard import update_card
 
-    changes = {
-        "robustness": metrics["robustness"],
-        "robustness_summary": metrics["robustness_summary"],
-        "robustness_data": str(args.data),
-    }
-    written = update_card(args.model, card, identity, changes)
-    print(f"wrote the robustness rows into the model card {written}")
+    written = update_card(model, card, identity, changes)
+    what = " and ".join(
+        name
+        for key, name in (("robustness", "the robustness rows"), ("uncertain_band", "the band"))
+        if key in changes
+    )
+    print(f"wrote {what} into the model card {written}")
 
 
 def report(args, split, probability_fake, threshold: float, flip: bool, metrics, table) -> None:

@@ -1,5 +1,6 @@
 """How the uncertain band behaves on a real model: the rule training writes into the card (errors
-counted in runs of neighbouring validation images) against the rule it replaced (errors counted
+counted in runs of neighbouring validation images, each side of the threshold apart) against the
+rules it replaced (the same runs over both sides at once, as one distance; errors counted
 cumulatively from the threshold outwards).
 
 Scores a seeded subset of the validation and test folders with a saved classifier under its
@@ -38,6 +39,21 @@ def cumulative_band(labels, probability, threshold, error_rate=0.1, min_images=1
     return float(distance[order][qualifying[-1]]) if qualifying.size else 0.0
 
 
+def symmetric_band(labels, probability, threshold, error_rate=0.1, min_images=10) -> float:
+    """The replaced rule's half-width: runs of neighbours (5% of all images) over both sides at
+    once, ranked by distance alone, so the band is as wide below the threshold as above it."""
+    from realfake.evaluation.metrics import predicted_fake
+    from realfake.inference.classifier import FAKE_INDEX
+
+    distance = np.abs(probability - threshold)
+    order = np.argsort(distance, kind="stable")
+    wrong = (predicted_fake(probability, threshold) != (labels == FAKE_INDEX))[order]
+    window = max(min_images, int(np.ceil(0.05 * len(order))))
+    errors = np.convolve(wrong.astype(np.int64), np.ones(window, np.int64), mode="valid")
+    qualifying = np.nonzero(errors >= error_rate * window)[0]
+    return float(distance[order][qualifying[-1] + window - 1]) if qualifying.size else 0.0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True)
@@ -62,24 +78,39 @@ def main() -> None:
     labels, probability = scored["validation"]
     test_labels, test_probability = scored["test"]
     right = predicted_fake(test_probability, threshold) == (test_labels == FAKE_INDEX)
-    halves = {
-        "runs of neighbours (training's rule)": uncertain_band(labels, probability, threshold)[
-            "high"
-        ]
-        - threshold,
-        "cumulative from the threshold (replaced)": cumulative_band(labels, probability, threshold),
-        "no band": 0.0,
+    per_side = uncertain_band(labels, probability, threshold)
+    bands = {
+        "runs of neighbours, each side apart (training's rule)": (
+            per_side["low"],
+            per_side["high"],
+        ),
+        "runs of neighbours, both sides as one distance (replaced)": _around(
+            threshold, symmetric_band(labels, probability, threshold)
+        ),
+        "cumulative from the threshold (replaced)": _around(
+            threshold, cumulative_band(labels, probability, threshold)
+        ),
+        "no band": (threshold, threshold),
     }
     print(f"model {args.model}, threshold {threshold:.3f}, test accuracy {right.mean():.1%}")
     print(f"{len(labels):,} validation and {len(test_labels):,} test images (seed {SEED})\n")
-    print("| rule | band | test images Uncertain | accuracy of the verdicts given |")
-    print("|---|---|---|---|")
-    for rule, half in halves.items():
-        inside = np.abs(test_probability - threshold) <= half if half > 0 else np.zeros_like(right)
+    print(
+        "| rule | band | test images Uncertain | verdicts given: Real, AI "
+        "| accuracy of the verdicts given |"
+    )
+    print("|---|---|---|---|---|")
+    says_fake = predicted_fake(test_probability, threshold)
+    for rule, (low, high) in bands.items():
+        inside = (test_probability >= low) & (test_probability <= high) & (high > low)
         given = right[~inside]
         accuracy = f"{given.mean():.1%} of {given.size:,}" if given.size else "none given"
-        band = f"{max(0.0, threshold - half):.3f}-{min(1.0, threshold + half):.3f}"
-        print(f"| {rule} | {band if half > 0 else 'none'} | {inside.mean():.1%} | {accuracy} |")
+        verdicts = f"{np.sum(~inside & ~says_fake):,}, {np.sum(~inside & says_fake):,}"
+        band = f"{low:.3f}-{high:.3f}" if high > low else "none"
+        print(f"| {rule} | {band} | {inside.mean():.1%} | {verdicts} | {accuracy} |")
+
+
+def _around(threshold: float, half: float) -> tuple[float, float]:
+    return max(0.0, threshold - half), min(1.0, threshold + half)
 
 
 if __name__ == "__main__":

@@ -202,6 +202,16 @@ def test_predictions_follow_the_cards_threshold_and_uncertain_band(copied_model)
     assert inference.load_classifier(copied_model, threshold=0.9).uncertain_band is None
 
 
+def _band_end(probability, wrong, threshold, side, window):
+    """Where the farthest run of `window` same-side neighbours with one wrong answer in ten
+    ends, counted by hand: the image `window - 1` places past that side's farthest wrong one."""
+    on_side = probability < threshold if side == "low" else probability >= threshold
+    ranked = np.sort(np.abs(probability[on_side] - threshold))
+    farthest_wrong = np.abs(probability[on_side & wrong] - threshold).max()
+    rank = int(np.nonzero(ranked == farthest_wrong)[0][0])
+    return ranked[rank + window - 1]
+
+
 def test_uncertain_band_is_where_validation_answers_are_often_wrong():
     from realfake.evaluation.metrics import uncertain_band
 
@@ -217,28 +227,48 @@ def test_uncertain_band_is_where_validation_answers_are_often_wrong():
     far_labels = np.where(far >= 0.5, 0, 1)
     probability = np.concatenate([near, far])
     labels = np.concatenate([near_labels, far_labels])
+    is_wrong = (probability >= 0.5) != (labels == 0)
 
     band = uncertain_band(labels, probability, 0.5, error_rate=0.1, min_images=10)
-    half_width = band["high"] - 0.5
-    assert half_width == pytest.approx(0.5 - band["low"])
-    farthest_wrong = np.abs(near[wrong] - 0.5).max()
-    # Every wrong answer is inside the band, and the band ends at most one run of 10 images past
-    # the last of them: the 51st-nearest image at the latest.
-    assert farthest_wrong <= half_width
-    assert half_width <= np.sort(np.abs(probability - 0.5))[50] < 0.5
-    # One wrong answer in a run of 10 is the 10% that qualifies, so the farthest qualifying run
-    # starts at the farthest wrong answer and the band ends exactly at the run's tenth image.
-    ranked = np.sort(np.abs(probability - 0.5))
-    rank_of_farthest_wrong = int(np.nonzero(ranked == farthest_wrong)[0][0])
-    assert half_width == ranked[rank_of_farthest_wrong + 9]
-    assert "10 validation images" in band["rule"]
+    # Every wrong answer is inside the band, and no confident answer is.
+    assert (
+        band["low"] <= probability[is_wrong].min() and probability[is_wrong].max() <= band["high"]
+    )
+    assert far.min() < band["low"] < 0.5 < band["high"] < far.max()
+    # One wrong answer in a run of 10 is the 10% that qualifies, so on each side the farthest
+    # qualifying run starts at that side's farthest wrong answer, and the band ends exactly at
+    # the run's tenth image: the two ends are found apart.
+    assert band["low"] == 0.5 - _band_end(probability, is_wrong, 0.5, "low", 10)
+    assert band["high"] == 0.5 + _band_end(probability, is_wrong, 0.5, "high", 10)
+    assert band["high"] - 0.5 != pytest.approx(0.5 - band["low"])
+    assert "10 (below) or 10 (above) validation images" in band["rule"]
 
     # A model without mistakes has an empty band; one wrong everywhere has a band over everything.
     clean = uncertain_band(far_labels, far, 0.5)
     assert (clean["low"], clean["high"]) == (0.5, 0.5)
     everywhere = uncertain_band(1 - far_labels, far, 0.5)
-    widest = np.abs(far - 0.5).max()
-    assert (everywhere["low"], everywhere["high"]) == pytest.approx((0.5 - widest, 0.5 + widest))
+    assert (everywhere["low"], everywhere["high"]) == (far.min(), far.max())
+
+
+def test_uncertain_band_confident_mistakes_on_one_side_leave_the_other_sides_verdicts():
+    from realfake.evaluation.metrics import uncertain_band
+
+    # Threshold 0.6. Called Real: 100 images from 0.0 to 0.59, one in five an AI image (wrong),
+    # spread all the way down. Called Fake: 100 images from 0.61 to 1.0, all right. The low end
+    # reaches the farthest mistakes; the Fake side, with none, keeps its every verdict.
+    below = np.linspace(0.59, 0.0, 100)
+    below_labels = np.where(np.arange(100) % 5 == 0, 0, 1)
+    above = np.linspace(0.61, 1.0, 100)
+    probability = np.concatenate([below, above])
+    labels = np.concatenate([below_labels, np.zeros(100, dtype=int)])
+
+    band = uncertain_band(labels, probability, 0.6)
+    assert band["high"] == 0.6
+    assert band["low"] < 0.05
+    # Mistakes on the Fake side instead take in the Fake side only.
+    flipped = uncertain_band(1 - labels, 1.0 - probability, 0.4)
+    assert flipped["low"] == 0.4
+    assert flipped["high"] > 0.95
 
 
 def test_uncertain_band_runs_grow_with_the_validation_set_and_need_their_share_wrong():
@@ -250,18 +280,26 @@ def test_uncertain_band_runs_grow_with_the_validation_set_and_need_their_share_w
     labels = np.zeros(400, dtype=int)
     labels[[0, 1, 2, 3, 300]] = 1
     band = uncertain_band(labels, 0.5 + distance, 0.5)
-    assert "of 20 validation images" in band["rule"]
-    # The last run with two wrong answers starts at the third image and ends at the 22nd.
-    assert (band["low"], band["high"]) == (0.5 - distance[21], 0.5 + distance[21])
+    assert "20 (above) validation images" in band["rule"]
+    # The last run with two wrong answers starts at the third image and ends at the 22nd; the
+    # side without images adds nothing.
+    assert (band["low"], band["high"]) == (0.5, 0.5 + distance[21])
+    # The run's size is each side's own 5%: 400 more images below, all right, leave it at 20.
+    more = uncertain_band(
+        np.concatenate([labels, np.ones(400, dtype=int)]),
+        np.concatenate([0.5 + distance, 0.5 - distance]),
+        0.5,
+    )
+    assert (more["low"], more["high"]) == (0.5, 0.5 + distance[21])
 
 
 def test_uncertain_band_needs_a_whole_run_and_stays_within_probabilities():
     from realfake.evaluation.metrics import uncertain_band
 
-    probability = np.linspace(0.0, 1.0, 10)
-    wrong_everywhere = np.where(probability >= 0.8, 1, 0)
+    probability = np.linspace(0.0, 0.7, 10)  # all said Real at threshold 0.8, all wrong
+    wrong_everywhere = np.zeros(10, dtype=int)
     band = uncertain_band(wrong_everywhere, probability, 0.8)
-    assert (band["low"], band["high"]) == (0.0, 1.0)  # ten images: exactly one run
+    assert (band["low"], band["high"]) == (0.0, 0.8)  # ten images: exactly one run
     nine = uncertain_band(wrong_everywhere[:9], probability[:9], 0.8)
     assert (nine["low"], nine["high"]) == (0.8, 0.8)  # too few for a run: no band
 

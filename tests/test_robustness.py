@@ -387,6 +387,38 @@ def test_update_card_writes_the_rows_into_the_card_the_app_reads(
         assert refused.value.code == 2 and message in capsys.readouterr().err
 
 
+def test_choose_band_writes_the_band_chosen_on_the_folder_into_the_card(
+    detail_model, detail_data, tmp_path, capsys
+):
+    from realfake.evaluation.metrics import uncertain_band
+    from realfake.training.pipeline import load_split
+
+    model = tmp_path / "detail.h5"
+    shutil.copy(detail_model, model)
+    old_band = {"low": 0.0, "high": 1.0, "rule": "the rule the card was written with"}
+    save_card(model, {**load_card(detail_model), "uncertain_band": old_band})
+    before = load_card(model)
+    argv = ["--model", str(model), "--data", str(detail_data), "--output", str(tmp_path / "e")]
+    assert evaluate_model.main([*argv, "--choose-band", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "wrote the band into the model card" in out
+
+    classifier = load_classifier(model)  # still the card of this model
+    split = load_split(detail_data, classifier.image_size, quiet=True)
+    expected = uncertain_band(
+        split.labels, classifier.probability_fake(split.images), before["threshold"]
+    )
+    card = load_card(model)
+    assert card["uncertain_band"] == expected != old_band
+    assert json.loads(out.strip().splitlines()[-1])["uncertain_band"] == expected
+    assert {k: v for k, v in card.items() if k != "uncertain_band"} == {
+        k: v for k, v in before.items() if k != "uncertain_band"
+    }
+    with pytest.raises(SystemExit) as refused:
+        evaluate_model.main([*argv, "--choose-band", "--threshold", "0.5"])
+    assert refused.value.code == 2 and "leave out --threshold" in capsys.readouterr().err
+
+
 def wait_until_read(process: subprocess.Popen, path: Path, timeout: float = 240) -> None:
     """Return once `process` has opened `path` and closed it again (a model loaded), or ended."""
     seen = False

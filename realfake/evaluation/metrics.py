@@ -69,33 +69,53 @@ def uncertain_band(
 ) -> dict:
     """The band of P(Fake) around the threshold inside which answers are often wrong.
 
-    Validation images are ranked by their distance from the threshold, and read in runs of
-    `window` neighbours (5% of them, at least `min_images`). The band reaches as far as the
-    farthest run in which at least `error_rate` were misclassified: beyond it, every run of
-    neighbours was right more often than that. The error is measured locally, not from the
-    threshold outwards, so that a model wrong on 15% of all images still gives its confident
-    answers as verdicts. Too few images, or no such run, give an empty band at the threshold.
+    Each side of the threshold is read on its own: the validation images the model calls Real
+    (below it) set the band's low end, those it calls Fake its high end. On a side, images are
+    ranked by their distance from the threshold and read in runs of `window` neighbours (5% of
+    that side's images, at least `min_images`); the band reaches as far as the farthest run in
+    which at least `error_rate` were misclassified: beyond it, every run of neighbours was right
+    more often than that. The error is measured locally, not from the threshold outwards, so that
+    a model wrong on 15% of all images still gives its confident answers as verdicts; and per
+    side, so that confident mistakes on one side do not take the other side's verdicts away. A
+    side with too few images, or no such run, adds nothing to the band.
     """
     probability = np.asarray(probability_fake, dtype=np.float64)
+    says_fake = predicted_fake(probability, threshold)
+    wrong = says_fake != (np.asarray(labels) == FAKE_INDEX)
     distance = np.abs(probability - threshold)
-    order = np.argsort(distance, kind="stable")
-    wrong = (predicted_fake(probability, threshold) != (np.asarray(labels) == FAKE_INDEX))[order]
-    window = max(min_images, math.ceil(window_share * len(order)))
-    half_width = 0.0
-    if len(order) >= window:
-        errors = np.convolve(wrong.astype(np.int64), np.ones(window, np.int64), mode="valid")
-        qualifying = np.nonzero(errors >= error_rate * window)[0]
-        if qualifying.size:
-            half_width = float(distance[order][qualifying[-1] + window - 1])
+    reach, windows = {}, {}
+    for side, on_side in (("low", ~says_fake), ("high", says_fake)):
+        windows[side] = max(min_images, math.ceil(window_share * int(on_side.sum())))
+        reach[side] = _farthest_error_run(
+            distance[on_side], wrong[on_side], windows[side], error_rate
+        )
+    low = max(0.0, threshold - reach["low"])
+    high = min(1.0, threshold + reach["high"])
     return {
-        "low": max(0.0, threshold - half_width),
-        "high": min(1.0, threshold + half_width),
+        "low": low,
+        "high": high,
         "rule": (
-            f"P(Fake) within {half_width:.3f} of the threshold: the farthest point where, of "
-            f"{window} validation images at neighbouring distances from it, at least "
-            f"{error_rate:.0%} were misclassified"
+            f"P(Fake) from {low:.3f} to {high:.3f}: on each side of the threshold, the farthest "
+            f"point where, of {windows['low']:,} (below) or {windows['high']:,} (above) "
+            f"validation images at neighbouring distances from it, at least {error_rate:.0%} "
+            "were misclassified"
         ),
     }
+
+
+def _farthest_error_run(
+    distance: np.ndarray, wrong: np.ndarray, window: int, error_rate: float
+) -> float:
+    """The distance at which the farthest run of `window` neighbours, ranked by distance, with
+    at least `error_rate` of them wrong ends; 0.0 where there is no such run."""
+    if len(distance) < window:
+        return 0.0
+    order = np.argsort(distance, kind="stable")
+    errors = np.convolve(wrong[order].astype(np.int64), np.ones(window, np.int64), mode="valid")
+    qualifying = np.nonzero(errors >= error_rate * window)[0]
+    if not qualifying.size:
+        return 0.0
+    return float(distance[order][qualifying[-1] + window - 1])
 
 
 def classification_metrics(
