@@ -133,8 +133,9 @@ def counts(folder: Path, module: Module) -> dict[str, int]:
     return tally
 
 
-def survivors(folder: Path) -> list[str]:
-    """The names of surviving mutants, as `mutmut results` lists them."""
+def survivors(folder: Path, *outcomes: str) -> list[str]:
+    """The names of the mutants with one of `outcomes` (surviving ones by default), as
+    `mutmut results` lists them."""
     listed = subprocess.run(
         [sys.executable, "-m", "mutmut", "results"],
         cwd=folder,
@@ -142,14 +143,20 @@ def survivors(folder: Path) -> list[str]:
         text=True,
         check=True,
     ).stdout
-    return [line.split(":")[0].strip() for line in listed.splitlines() if "survived" in line]
+    wanted = outcomes or ("survived",)
+    return [
+        line.split(":")[0].strip()
+        for line in listed.splitlines()
+        if line.rpartition(":")[2].strip() in wanted
+    ]
 
 
 def run(name: str, module: Module, children: int) -> dict:
     folder = prepare(name, module)
     start = time.monotonic()
-    # Survivors of the last run are tried again: new tests may kill them now.
-    previous = survivors(folder) if (folder / "mutants").is_dir() else []
+    # Survivors of the last run, and mutants no test reached, are tried again: new tests may
+    # reach and kill them now.
+    previous = survivors(folder, "survived", "no tests") if (folder / "mutants").is_dir() else []
     command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(children)]
     # Named mutants are always re-run; without names, mutmut keeps the results of unchanged ones.
     names = patterns(module) if module.functions else []
