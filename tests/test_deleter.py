@@ -61,7 +61,13 @@ def test_one_refused_path_stops_every_deletion(project, capsys):
     assert (project / "data" / "interim").is_dir()
 
 
-def test_raw_is_deleted_only_when_named_with_the_flag(project):
+def test_raw_is_deleted_only_when_named_with_the_flag(project, capsys):
+    assert delete("data/raw/cifake", "--yes") == 1
+    raw = project / "data" / "raw"
+    assert one_line_error(capsys) == (
+        f"error: refusing data/raw/cifake: it is raw extracted data ({raw}); add --include-raw "
+        "to delete it\n"
+    )
     assert delete("data/raw", "--yes", "--include-raw") == 0
     assert not (project / "data" / "raw").exists()
 
@@ -76,7 +82,9 @@ def test_clean_ups_also_refuse_outside_and_raw(project, capsys):
 def test_missing_data_folder_is_an_error(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert delete("data/x", "--yes") == 1
-    assert "data folder data does not exist" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        "error: data folder data does not exist (run from the project folder or give --data-root)\n"
+    )
 
 
 def test_data_root_flag_moves_the_boundary(project):
@@ -329,27 +337,61 @@ def test_a_linked_split_folder_is_checked_like_a_linked_class_folder(project, ca
     assert snapshot(project) == before
 
 
-@pytest.mark.parametrize("data_root", ["/", "~", ".", "..", "PROJECT", "ABOVE_PROJECT"])
+@pytest.mark.parametrize(
+    ("data_root", "reason"),
+    [
+        ("/", "is the file system's root"),
+        ("~", "is the home folder (HOME)"),
+        ("ABOVE_HOME", "holds the home folder (HOME)"),
+        (".", "is the current folder (PROJECT)"),
+        ("..", "holds the current folder (PROJECT/data)"),
+        ("CHECKOUT", "is the project (CHECKOUT)"),
+        ("ABOVE_CHECKOUT", "holds the project (CHECKOUT)"),
+    ],
+)
 def test_a_data_root_holding_the_system_home_or_project_is_refused(
-    project, monkeypatch, capsys, data_root
+    project, tmp_path_factory, monkeypatch, capsys, data_root, reason
 ):
-    home = project / "home"
+    # Each root is refused by one rule alone: the home folder is outside the project folder.
+    home = tmp_path_factory.mktemp("users") / "home"
     make_tree(home, {"documents": 2})
+    monkeypatch.chdir(project / "elsewhere")
     monkeypatch.setenv("HOME", str(home))
+    checkout = Path(cleaning.__file__).resolve().parent.parent.parent
     victim = project / "elsewhere" / "photos"
     if data_root == "~":
         data_root, victim = str(home), home / "documents"
+    elif data_root == "ABOVE_HOME":
+        data_root, victim = str(home.parent), home / "documents"
+    elif data_root == ".":
+        monkeypatch.chdir(project)
     elif data_root == "..":
         monkeypatch.chdir(project / "data")
-    elif data_root in ("PROJECT", "ABOVE_PROJECT"):
+    elif data_root in ("CHECKOUT", "ABOVE_CHECKOUT"):
         # A path that does not exist, so nothing of the checkout is at risk on failure.
-        package_parent = Path(cleaning.__file__).resolve().parent.parent
-        data_root = str(package_parent if data_root == "PROJECT" else package_parent.parent)
-        victim = package_parent / "no_such_folder_here"
+        data_root = str(checkout if data_root == "CHECKOUT" else checkout.parent)
+        victim = checkout / "no_such_folder_here"
     before = snapshot(project)
     assert delete("--data-root", data_root, victim, "--yes") == 1
-    assert "refusing data root" in one_line_error(capsys)
+    reason = reason.replace("HOME", str(home)).replace("CHECKOUT", str(checkout))
+    assert one_line_error(capsys) == (
+        f"error: refusing data root {data_root}: it {reason.replace('PROJECT', str(project))}\n"
+    )
     assert snapshot(project) == before
+
+
+def test_a_data_folder_reached_through_a_link_is_the_boundary_by_either_path(project, capsys):
+    # data/ is a link to a disk elsewhere: a path through the link and the real path both lie
+    # inside it.
+    disk = project / "disk"
+    (project / "data").rename(disk)
+    (project / "data").symlink_to(disk)
+    assert delete("data/interim", "--yes") == 0
+    assert not (disk / "interim").exists()
+    assert delete(disk / "train", "--yes") == 0
+    assert not (disk / "train").exists() and (disk / "raw").is_dir()
+    assert delete("disk/../elsewhere", "--yes") == 1
+    assert "is outside the data folder" in one_line_error(capsys)
 
 
 def test_file_count_counts_each_link_once_and_matches_what_is_removed(project, capsys):

@@ -25,7 +25,7 @@ def _inside(path: Path, folder: Path) -> bool:
 
 def project_folder() -> Path:
     """The folder holding the realfake package: the repository root of a checkout."""
-    return Path(__file__).resolve().parent.parent
+    return Path(__file__).resolve().parents[2]
 
 
 def resolve_data_root(data_root: Path) -> Path:
