@@ -58,7 +58,6 @@ class DeletionBoundary:
     (data/raw) unless `allow_raw`; every check goes by where links really lead."""
 
     def __init__(self, data_root: Path, *, allow_raw: bool) -> None:
-        self.data_root = data_root
         self.root = resolve_data_root(data_root)
         self.lexical_root = Path(os.path.normpath(os.path.abspath(data_root)))
         self.raw = self.root / RAW_DIR.relative_to(DATA_DIR)
