@@ -5,6 +5,7 @@ import hashlib
 import os
 import random
 import tempfile
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -104,7 +105,20 @@ def test_read_regular_file_holds_its_limit_and_refuses_one_byte_more(tmp_path):
     assert caught.value.strerror == "larger than 4 bytes"
 
 
-def test_read_regular_file_reads_a_file_larger_than_its_default_limit_only_without_one(tmp_path):
+def test_read_regular_file_holds_no_more_than_its_limit_of_a_larger_file(tmp_path):
+    path = tmp_path / "huge.png"
+    path.write_bytes(bytes(8 << 20))
+    tracemalloc.start()
+    try:
+        with pytest.raises(fileops.NotRegularFile, match="larger than 1,000 bytes"):
+            fileops.read_regular_file(path, limit=1000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20  # not the 8 MiB of the whole file
+
+
+def test_read_regular_file_refuses_a_file_over_its_default_limit(tmp_path):
     path = tmp_path / "big.bin"
     with open(path, "wb") as handle:  # sparse: no disk space used
         handle.truncate(fileops.MAX_INPUT_BYTES + 1)
