@@ -327,6 +327,31 @@ def test_clean_ups_reach_raw_data_through_a_link_only_with_include_raw(project, 
     assert (project / "data" / "validation" / "Real").is_symlink()
 
 
+def test_corrupt_files_are_listed_in_path_order(project, capsys):
+    real = project / "data" / "train" / "Real"
+    for name in ("z", "a", "m", "c", "q", "b"):  # the order a folder listing gives is any
+        (real / f"{name}.jpg").write_bytes(b"not a jpeg")
+    assert delete("--corrupt", "data") == 0
+    listed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("undec")]
+    assert listed == [f"undecodable: data/train/Real/{name}.jpg" for name in "abcmqz"]
+
+
+def test_clean_ups_leave_a_linked_image_file_alone(project, capsys):
+    # A link is not an image of the layout: neither what it points to is decoded or hashed, nor
+    # is the link removed as corrupt or as a copy.
+    broken = project / "elsewhere" / "photos" / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    real = project / "data" / "train" / "Real"
+    (real / "linked_broken.jpg").symlink_to(broken)
+    (real / "linked_copy.jpg").symlink_to(real / "img_0000.jpg")
+    assert delete("--corrupt", "data", "--duplicates", "data", "--yes") == 0
+    assert capsys.readouterr().out == (
+        "corrupt: removed 0 undecodable files from data (none)\n"
+        "duplicates: removed 0 files from data (none); 0 sets of identical files\n"
+    )
+    assert (real / "linked_broken.jpg").is_symlink() and (real / "linked_copy.jpg").is_symlink()
+
+
 def test_a_linked_split_folder_is_checked_like_a_linked_class_folder(project, capsys):
     make_tree(project / "elsewhere" / "split", {"Fake": 2, "Real": 1})
     (project / "elsewhere" / "split" / "Fake" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n")
