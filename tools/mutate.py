@@ -55,6 +55,7 @@ MODULES = {
         "realfake/evaluation/metrics.py",
         (
             "tests/test_evaluate.py::test_choose_threshold_separates_and_prefers_the_middle",
+            "tests/test_evaluate.py::test_choose_threshold_is_the_best_candidate_nearest_one_half",
             "tests/test_evaluate.py::test_choose_threshold_is_not_pulled_to_the_majority_class",
             "tests/test_evaluate.py::test_choose_threshold_maximises_balanced_not_plain_accuracy",
             "tests/test_inference.py::test_uncertain_band_is_where_validation_answers_are_often_wrong",
