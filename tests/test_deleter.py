@@ -113,11 +113,17 @@ def test_yes_deletes_the_folder_and_nothing_else(project, capsys):
     assert "delete: removed 1 path(s), 3 files" in capsys.readouterr().out
 
 
-def test_link_inside_is_removed_not_what_it_points_to(project):
+def test_link_inside_is_removed_not_what_it_points_to(project, capsys):
     (project / "data" / "shortcut").symlink_to(project / "data" / "train")
-    assert delete("data/shortcut", "--yes") == 0
+    assert delete("data/shortcut", "data/train/Real/img_0001.jpg", "--yes") == 0
+    # A link is one file, whatever it points to; so is a file.
+    assert capsys.readouterr().out == (
+        "delete: data/shortcut (1 files)\n"
+        "delete: data/train/Real/img_0001.jpg (1 files)\n"
+        "delete: removed 2 path(s), 2 files\n"
+    )
     assert not (project / "data" / "shortcut").is_symlink()
-    assert len(list((project / "data" / "train" / "Real").iterdir())) == 2
+    assert len(list((project / "data" / "train" / "Real").iterdir())) == 1
 
 
 def test_links_inside_a_deleted_folder_are_not_followed(project):
@@ -226,6 +232,34 @@ def test_duplicates_keep_test_intact_and_no_image_in_two_splits(duplicated, caps
     assert (duplicated / "validation" / "Fake" / "img_0000.jpg").exists()
 
 
+def test_every_set_left_within_test_is_counted(duplicated, capsys):
+    test = duplicated / "test" / "Fake"
+    copy(test / "img_0001.jpg", test / "another.jpg")  # a second set within test
+    assert delete("--duplicates", "data", "--yes", "--quiet") == 0
+    assert "; 2 sets within test left as they are" in capsys.readouterr().out
+
+
+def test_a_folder_of_class_folders_is_cleaned_as_one_split(project, capsys):
+    real = project / "data" / "train" / "Real"
+    copy(real / "img_0000.jpg", real / "z_copy.jpg")
+    (real / "broken.jpg").write_bytes(b"not a jpeg")
+    assert delete("--corrupt", "data/train", "--duplicates", "data/train", "--yes") == 0
+    summaries = [line for line in capsys.readouterr().out.splitlines() if ": removed " in line]
+    assert summaries == [
+        "corrupt: removed 1 undecodable files from data/train (Real 1)",
+        "duplicates: removed 1 files from data/train (Real 1); 1 sets of identical files",
+    ]
+    assert sorted(path.name for path in real.iterdir()) == ["img_0000.jpg", "img_0001.jpg"]
+
+
+def test_a_folder_of_neither_splits_nor_class_folders_is_refused(project, capsys):
+    assert delete("--corrupt", "data/interim", "--yes") == 1
+    assert one_line_error(capsys) == (
+        "error: data/interim holds neither split folders (train, validation, test) nor class "
+        "folders\n"
+    )
+
+
 def test_include_test_leaves_no_two_equal_files(duplicated, capsys):
     assert delete("--duplicates", "data", "--yes", "--include-test") == 0
     assert all(len(paths) == 1 for paths in digests(duplicated).values())
@@ -236,7 +270,16 @@ def test_duplicates_without_yes_only_list(duplicated, capsys):
     before = snapshot(duplicated)
     assert delete("--duplicates", "data") == 0
     out = capsys.readouterr().out
-    assert out.count("duplicate: ") == 6
+    # Each copy named once, in path order, beside the copy that stays: the first by path of the
+    # earliest split of test, validation, train.
+    assert out.splitlines()[:-1] == [
+        "duplicate: data/train/Fake/from_test.jpg (same bytes as data/test/Fake/img_0000.jpg)",
+        "duplicate: data/train/Fake/from_val.jpg (same bytes as data/validation/Fake/img_0000.jpg)",
+        "duplicate: data/train/Fake/three_a.jpg (same bytes as data/test/Fake/img_0003.jpg)",
+        "duplicate: data/train/Fake/z_copy.jpg (same bytes as data/train/Fake/img_0000.jpg)",
+        "duplicate: data/validation/Fake/from_test.jpg (same bytes as data/test/Fake/img_0001.jpg)",
+        "duplicate: data/validation/Fake/three_b.jpg (same bytes as data/test/Fake/img_0003.jpg)",
+    ]
     assert "would remove 6 files" in out
     assert snapshot(duplicated) == before
 
