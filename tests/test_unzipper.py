@@ -132,31 +132,38 @@ def _forged_stored_entry(path: Path, offset_after: bytes, at: int, value: bytes)
     return path
 
 
-# Where the fields are: local header name at 30; central directory sizes at 20 and 24.
+# Where the fields are: local header name at 30; central directory method at 10, sizes at 20
+# and 24.
 FORGED = {
     "local header signature": (
         b"PK\x03\x04",
         0,
         b"PK\x03\x05",
-        "is damaged (bad local file header)",
+        " is damaged (bad local file header)",
     ),
     "local header name": (
         b"PK\x03\x04",
         30 + len("train/"),
         b"X",
-        "is damaged (file name in directory and local header differ)",
+        " is damaged (file name in directory and local header differ)",
     ),
     "declared size": (
         b"PK\x01\x02",
         24,
         (3999).to_bytes(4, "little"),
-        "is damaged (size differs from the directory's)",
+        " is damaged (size differs from the directory's)",
     ),
     "entry past the archive's end": (
         b"PK\x01\x02",
         20,
         (1 << 20).to_bytes(4, "little"),
-        "is truncated or damaged (the archive ends inside this entry)",
+        " is truncated or damaged (the archive ends inside this entry)",
+    ),
+    "compression method": (
+        b"PK\x01\x02",
+        10,
+        (99).to_bytes(2, "little"),
+        ": That compression method is not supported",
     ),
 }
 
@@ -166,7 +173,7 @@ def test_a_forged_entry_is_refused_with_its_reason(case, tmp_path, capsys):
     signature, at, value, reason = FORGED[case]
     path = _forged_stored_entry(tmp_path / "forged.zip", signature, at, value)
     assert data_unzipper.main([str(path), "--dest", str(tmp_path / "out"), "--quiet"]) == 1
-    assert capsys.readouterr().err == f"error: archive entry 'train/REAL/a.jpg' {reason}\n"
+    assert capsys.readouterr().err == f"error: archive entry 'train/REAL/a.jpg'{reason}\n"
     assert not (tmp_path / "out").exists()
 
 
