@@ -61,7 +61,13 @@ def test_one_refused_path_stops_every_deletion(project, capsys):
     assert (project / "data" / "interim").is_dir()
 
 
-def test_raw_is_deleted_only_when_named_with_the_flag(project):
+def test_raw_is_deleted_only_when_named_with_the_flag(project, capsys):
+    assert delete("data/raw/cifake", "--yes") == 1
+    raw = project / "data" / "raw"
+    assert one_line_error(capsys) == (
+        f"error: refusing data/raw/cifake: it is raw extracted data ({raw}); add --include-raw "
+        "to delete it\n"
+    )
     assert delete("data/raw", "--yes", "--include-raw") == 0
     assert not (project / "data" / "raw").exists()
 
@@ -76,7 +82,9 @@ def test_clean_ups_also_refuse_outside_and_raw(project, capsys):
 def test_missing_data_folder_is_an_error(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert delete("data/x", "--yes") == 1
-    assert "data folder data does not exist" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        "error: data folder data does not exist (run from the project folder or give --data-root)\n"
+    )
 
 
 def test_data_root_flag_moves_the_boundary(project):
@@ -105,11 +113,17 @@ def test_yes_deletes_the_folder_and_nothing_else(project, capsys):
     assert "delete: removed 1 path(s), 3 files" in capsys.readouterr().out
 
 
-def test_link_inside_is_removed_not_what_it_points_to(project):
+def test_link_inside_is_removed_not_what_it_points_to(project, capsys):
     (project / "data" / "shortcut").symlink_to(project / "data" / "train")
-    assert delete("data/shortcut", "--yes") == 0
+    assert delete("data/shortcut", "data/train/Real/img_0001.jpg", "--yes") == 0
+    # A link is one file, whatever it points to; so is a file.
+    assert capsys.readouterr().out == (
+        "delete: data/shortcut (1 files)\n"
+        "delete: data/train/Real/img_0001.jpg (1 files)\n"
+        "delete: removed 2 path(s), 2 files\n"
+    )
     assert not (project / "data" / "shortcut").is_symlink()
-    assert len(list((project / "data" / "train" / "Real").iterdir())) == 2
+    assert len(list((project / "data" / "train" / "Real").iterdir())) == 1
 
 
 def test_links_inside_a_deleted_folder_are_not_followed(project):
@@ -218,6 +232,34 @@ def test_duplicates_keep_test_intact_and_no_image_in_two_splits(duplicated, caps
     assert (duplicated / "validation" / "Fake" / "img_0000.jpg").exists()
 
 
+def test_every_set_left_within_test_is_counted(duplicated, capsys):
+    test = duplicated / "test" / "Fake"
+    copy(test / "img_0001.jpg", test / "another.jpg")  # a second set within test
+    assert delete("--duplicates", "data", "--yes", "--quiet") == 0
+    assert "; 2 sets within test left as they are" in capsys.readouterr().out
+
+
+def test_a_folder_of_class_folders_is_cleaned_as_one_split(project, capsys):
+    real = project / "data" / "train" / "Real"
+    copy(real / "img_0000.jpg", real / "z_copy.jpg")
+    (real / "broken.jpg").write_bytes(b"not a jpeg")
+    assert delete("--corrupt", "data/train", "--duplicates", "data/train", "--yes") == 0
+    summaries = [line for line in capsys.readouterr().out.splitlines() if ": removed " in line]
+    assert summaries == [
+        "corrupt: removed 1 undecodable files from data/train (Real 1)",
+        "duplicates: removed 1 files from data/train (Real 1); 1 sets of identical files",
+    ]
+    assert sorted(path.name for path in real.iterdir()) == ["img_0000.jpg", "img_0001.jpg"]
+
+
+def test_a_folder_of_neither_splits_nor_class_folders_is_refused(project, capsys):
+    assert delete("--corrupt", "data/interim", "--yes") == 1
+    assert one_line_error(capsys) == (
+        "error: data/interim holds neither split folders (train, validation, test) nor class "
+        "folders\n"
+    )
+
+
 def test_include_test_leaves_no_two_equal_files(duplicated, capsys):
     assert delete("--duplicates", "data", "--yes", "--include-test") == 0
     assert all(len(paths) == 1 for paths in digests(duplicated).values())
@@ -228,7 +270,16 @@ def test_duplicates_without_yes_only_list(duplicated, capsys):
     before = snapshot(duplicated)
     assert delete("--duplicates", "data") == 0
     out = capsys.readouterr().out
-    assert out.count("duplicate: ") == 6
+    # Each copy named once, in path order, beside the copy that stays: the first by path of the
+    # earliest split of test, validation, train.
+    assert out.splitlines()[:-1] == [
+        "duplicate: data/train/Fake/from_test.jpg (same bytes as data/test/Fake/img_0000.jpg)",
+        "duplicate: data/train/Fake/from_val.jpg (same bytes as data/validation/Fake/img_0000.jpg)",
+        "duplicate: data/train/Fake/three_a.jpg (same bytes as data/test/Fake/img_0003.jpg)",
+        "duplicate: data/train/Fake/z_copy.jpg (same bytes as data/train/Fake/img_0000.jpg)",
+        "duplicate: data/validation/Fake/from_test.jpg (same bytes as data/test/Fake/img_0001.jpg)",
+        "duplicate: data/validation/Fake/three_b.jpg (same bytes as data/test/Fake/img_0003.jpg)",
+    ]
     assert "would remove 6 files" in out
     assert snapshot(duplicated) == before
 
@@ -319,6 +370,31 @@ def test_clean_ups_reach_raw_data_through_a_link_only_with_include_raw(project, 
     assert (project / "data" / "validation" / "Real").is_symlink()
 
 
+def test_corrupt_files_are_listed_in_path_order(project, capsys):
+    real = project / "data" / "train" / "Real"
+    for name in ("z", "a", "m", "c", "q", "b"):  # the order a folder listing gives is any
+        (real / f"{name}.jpg").write_bytes(b"not a jpeg")
+    assert delete("--corrupt", "data") == 0
+    listed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("undec")]
+    assert listed == [f"undecodable: data/train/Real/{name}.jpg" for name in "abcmqz"]
+
+
+def test_clean_ups_leave_a_linked_image_file_alone(project, capsys):
+    # A link is not an image of the layout: neither what it points to is decoded or hashed, nor
+    # is the link removed as corrupt or as a copy.
+    broken = project / "elsewhere" / "photos" / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    real = project / "data" / "train" / "Real"
+    (real / "linked_broken.jpg").symlink_to(broken)
+    (real / "linked_copy.jpg").symlink_to(real / "img_0000.jpg")
+    assert delete("--corrupt", "data", "--duplicates", "data", "--yes") == 0
+    assert capsys.readouterr().out == (
+        "corrupt: removed 0 undecodable files from data (none)\n"
+        "duplicates: removed 0 files from data (none); 0 sets of identical files\n"
+    )
+    assert (real / "linked_broken.jpg").is_symlink() and (real / "linked_copy.jpg").is_symlink()
+
+
 def test_a_linked_split_folder_is_checked_like_a_linked_class_folder(project, capsys):
     make_tree(project / "elsewhere" / "split", {"Fake": 2, "Real": 1})
     (project / "elsewhere" / "split" / "Fake" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n")
@@ -329,27 +405,61 @@ def test_a_linked_split_folder_is_checked_like_a_linked_class_folder(project, ca
     assert snapshot(project) == before
 
 
-@pytest.mark.parametrize("data_root", ["/", "~", ".", "..", "PROJECT", "ABOVE_PROJECT"])
+@pytest.mark.parametrize(
+    ("data_root", "reason"),
+    [
+        ("/", "is the file system's root"),
+        ("~", "is the home folder (HOME)"),
+        ("ABOVE_HOME", "holds the home folder (HOME)"),
+        (".", "is the current folder (PROJECT)"),
+        ("..", "holds the current folder (PROJECT/data)"),
+        ("CHECKOUT", "is the project (CHECKOUT)"),
+        ("ABOVE_CHECKOUT", "holds the project (CHECKOUT)"),
+    ],
+)
 def test_a_data_root_holding_the_system_home_or_project_is_refused(
-    project, monkeypatch, capsys, data_root
+    project, tmp_path_factory, monkeypatch, capsys, data_root, reason
 ):
-    home = project / "home"
+    # Each root is refused by one rule alone: the home folder is outside the project folder.
+    home = tmp_path_factory.mktemp("users") / "home"
     make_tree(home, {"documents": 2})
+    monkeypatch.chdir(project / "elsewhere")
     monkeypatch.setenv("HOME", str(home))
+    checkout = Path(cleaning.__file__).resolve().parent.parent.parent
     victim = project / "elsewhere" / "photos"
     if data_root == "~":
         data_root, victim = str(home), home / "documents"
+    elif data_root == "ABOVE_HOME":
+        data_root, victim = str(home.parent), home / "documents"
+    elif data_root == ".":
+        monkeypatch.chdir(project)
     elif data_root == "..":
         monkeypatch.chdir(project / "data")
-    elif data_root in ("PROJECT", "ABOVE_PROJECT"):
+    elif data_root in ("CHECKOUT", "ABOVE_CHECKOUT"):
         # A path that does not exist, so nothing of the checkout is at risk on failure.
-        package_parent = Path(cleaning.__file__).resolve().parent.parent
-        data_root = str(package_parent if data_root == "PROJECT" else package_parent.parent)
-        victim = package_parent / "no_such_folder_here"
+        data_root = str(checkout if data_root == "CHECKOUT" else checkout.parent)
+        victim = checkout / "no_such_folder_here"
     before = snapshot(project)
     assert delete("--data-root", data_root, victim, "--yes") == 1
-    assert "refusing data root" in one_line_error(capsys)
+    reason = reason.replace("HOME", str(home)).replace("CHECKOUT", str(checkout))
+    assert one_line_error(capsys) == (
+        f"error: refusing data root {data_root}: it {reason.replace('PROJECT', str(project))}\n"
+    )
     assert snapshot(project) == before
+
+
+def test_a_data_folder_reached_through_a_link_is_the_boundary_by_either_path(project, capsys):
+    # data/ is a link to a disk elsewhere: a path through the link and the real path both lie
+    # inside it.
+    disk = project / "disk"
+    (project / "data").rename(disk)
+    (project / "data").symlink_to(disk)
+    assert delete("data/interim", "--yes") == 0
+    assert not (disk / "interim").exists()
+    assert delete(disk / "train", "--yes") == 0
+    assert not (disk / "train").exists() and (disk / "raw").is_dir()
+    assert delete("disk/../elsewhere", "--yes") == 1
+    assert "is outside the data folder" in one_line_error(capsys)
 
 
 def test_file_count_counts_each_link_once_and_matches_what_is_removed(project, capsys):

@@ -32,6 +32,30 @@ def test_choose_threshold_separates_and_prefers_the_middle():
     assert 0.2 < threshold <= 0.40 and balanced_accuracy(labels, shifted, threshold) == 1.0
 
 
+FAKE, REAL = 0, 1
+
+
+@pytest.mark.parametrize(
+    ("scored", "threshold"),
+    [
+        # Perfect anywhere in (0.4, 0.7]: 0.5 itself, not the midpoint 0.55.
+        ([(0.1, REAL), (0.4, REAL), (0.7, FAKE), (0.9, FAKE)], 0.5),
+        # Perfect only in (0.1, 0.3]: the midpoint between the scores either side.
+        ([(0.05, REAL), (0.1, REAL), (0.3, FAKE), (0.45, FAKE)], 0.2),
+        # Balanced accuracy 0.75 at the midpoints 0.15 and 0.375: the later one, nearer 0.5.
+        ([(0.1, REAL), (0.2, FAKE), (0.3, REAL), (0.45, FAKE)], 0.375),
+        # 0.75 at the midpoints 0.625 and 0.85: the earlier one, nearer 0.5.
+        ([(0.55, REAL), (0.7, FAKE), (0.8, REAL), (0.9, FAKE)], 0.625),
+        # One class only: every image on its side, at the lowest score or at 1.
+        ([(0.2, FAKE), (0.3, FAKE), (0.4, FAKE)], 0.2),
+        ([(0.6, REAL), (0.7, REAL), (0.8, REAL)], 1.0),
+    ],
+)
+def test_choose_threshold_is_the_best_candidate_nearest_one_half(scored, threshold):
+    probabilities, labels = (np.array(column) for column in zip(*scored, strict=True))
+    assert choose_threshold(labels, probabilities) == pytest.approx(threshold, abs=1e-12)
+
+
 def test_choose_threshold_is_not_pulled_to_the_majority_class():
     labels = np.array([0] * 2 + [1] * 8)
     p_fake = np.array([0.6, 0.55] + [0.58] + [0.1] * 7)

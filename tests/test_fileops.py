@@ -5,6 +5,7 @@ import hashlib
 import os
 import random
 import tempfile
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,61 @@ def test_a_move_on_one_filesystem_never_overwrites(tmp_path):
     destination.write_bytes(b"image")  # a killed move left equal bytes: the move is done
     assert fileops.move_without_overwrite(source, destination)
     assert not source.exists() and destination.read_bytes() == b"image"
+
+
+def test_read_regular_file_holds_its_limit_and_refuses_one_byte_more(tmp_path):
+    path = tmp_path / "image.png"
+    path.write_bytes(b"12345")
+    assert fileops.read_regular_file(path, limit=5) == b"12345"
+    assert fileops.read_regular_file(path, limit=None) == b"12345"
+    with pytest.raises(fileops.NotRegularFile) as caught:
+        fileops.read_regular_file(path, limit=4)
+    assert caught.value.strerror == "larger than 4 bytes"
+
+
+def test_read_regular_file_holds_no_more_than_its_limit_of_a_larger_file(tmp_path):
+    path = tmp_path / "huge.png"
+    path.write_bytes(bytes(8 << 20))
+    tracemalloc.start()
+    try:
+        with pytest.raises(fileops.NotRegularFile, match="larger than 1,000 bytes"):
+            fileops.read_regular_file(path, limit=1000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20  # not the 8 MiB of the whole file
+
+
+def test_read_regular_file_refuses_a_file_over_its_default_limit(tmp_path):
+    path = tmp_path / "big.bin"
+    with open(path, "wb") as handle:  # sparse: no disk space used
+        handle.truncate(fileops.MAX_INPUT_BYTES + 1)
+    with pytest.raises(fileops.NotRegularFile, match="larger than 536,870,912 bytes"):
+        fileops.read_regular_file(path)
+
+
+@pytest.mark.parametrize(
+    ("make", "kind"),
+    [
+        (lambda path: path.mkdir(), "a folder"),
+        (os.mkfifo, "a named pipe"),
+        (lambda path: path.symlink_to("/dev/zero"), "a character device"),
+    ],
+    ids=["folder", "fifo", "link to /dev/zero"],
+)
+def test_anything_but_a_regular_file_is_refused_by_kind_and_left_closed(tmp_path, make, kind):
+    path = tmp_path / "input.png"
+    make(path)
+    open_before = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        with pytest.raises(fileops.NotRegularFile) as caught:
+            fileops.read_regular_file(path)
+        assert caught.value.strerror == f"{kind}, not a regular file"
+    assert len(os.listdir("/proc/self/fd")) == open_before
+
+
+def test_a_link_to_a_regular_file_is_followed(tmp_path):
+    (tmp_path / "real.png").write_bytes(b"pixels")
+    (tmp_path / "link.png").symlink_to(tmp_path / "real.png")
+    with fileops.open_regular_file(tmp_path / "link.png") as handle:
+        assert handle.read() == b"pixels"

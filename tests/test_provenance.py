@@ -6,6 +6,7 @@ import random
 import time
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 from provenance_fixtures import (
     SIGNER_NAME,
     SIGNER_ORGANIZATION,
@@ -76,8 +77,6 @@ def test_test_ca_as_trust_anchor_makes_the_signer_trusted(signed, signer, image_
 
 def test_another_ca_as_trust_anchor_leaves_the_signer_off_the_list(signed):
     other_ca, _ = make_certificate_authority("Some Other CA")
-    from cryptography.hazmat.primitives.serialization import Encoding
-
     anchors = other_ca.public_bytes(Encoding.PEM).decode()
     provenance = read_provenance(signed["JPEG"], trust_anchors=anchors)
     assert provenance.signature == SIGNATURE_NOT_ON_TRUST_LIST
@@ -240,8 +239,38 @@ def test_manifest_stored_online_is_named_not_fetched(signer, pixels):
             "Fooocus v2.5.5 (juggernautXL_v8Rundiffusion)",
             "a bowl of ramen",
         ),
+        (
+            {
+                "parameters": json.dumps(
+                    {
+                        "sui_image_params": {
+                            "prompt": "a glass teapot",
+                            "model": "OfficialStableDiffusion/sd_xl_base_1.0",
+                            "swarm_version": "0.9.6.2",
+                        },
+                        "sui_extra_data": {"date": "2025-05-01"},
+                    }
+                )
+            },
+            "SwarmUI 0.9.6.2 (OfficialStableDiffusion/sd_xl_base_1.0)",
+            "a glass teapot",
+        ),
+        (
+            {"parameters": json.dumps({"sui_image_params": {"prompt": "a kite", "model": "m"}})},
+            "SwarmUI (m)",
+            "a kite",
+        ),
     ],
-    ids=["automatic1111", "forge", "comfyui", "novelai", "invokeai", "fooocus"],
+    ids=[
+        "automatic1111",
+        "forge",
+        "comfyui",
+        "novelai",
+        "invokeai",
+        "fooocus",
+        "swarmui",
+        "swarmui-unversioned",
+    ],
 )
 def test_generator_settings_in_png_text(pixels, chunks, generator, prompt):
     provenance = read_provenance(png_with_text(pixels, chunks))
@@ -254,6 +283,30 @@ def test_generator_settings_in_png_text(pixels, chunks, generator, prompt):
     assert "unsigned" in provenance.summary
     assert provenance.signature is None
     assert not provenance.declares_ai_with_valid_credentials
+
+
+@pytest.mark.parametrize(
+    ("settings", "negative"),
+    [({"negative_prompt": "blurry, watermark"}, "blurry, watermark"), ({}, None)],
+    ids=["negative", "none"],
+)
+def test_fooocus_negative_prompt_is_a_detail_of_its_own(pixels, settings, negative):
+    fooocus = {"prompt": "a bowl of ramen", "version": "Fooocus v2.5.5", **settings}
+    provenance = read_provenance(png_with_text(pixels, {"parameters": json.dumps(fooocus)}))
+    shown = [("negative prompt", negative)] if negative else []
+    assert list(provenance.details) == [("prompt", "a bowl of ramen"), *shown]
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"prompt": "a cat", "version": "SomeTool 1.0"}, {"prompt": "a cat"}],
+    ids=["another tool", "no version"],
+)
+def test_json_parameters_of_an_unknown_tool_are_not_evidence(pixels, settings):
+    provenance = read_provenance(png_with_text(pixels, {"parameters": json.dumps(settings)}))
+    assert provenance.error is None
+    assert provenance.source is None
+    assert provenance.generator is None
 
 
 def test_plain_text_prompt_chunk_is_neither_comfyui_nor_an_error(pixels):
@@ -449,6 +502,31 @@ def test_load_trust_anchors_returns_usable_pem(tmp_path, signed, signer):
     anchors = load_trust_anchors(path)
     assert anchors.startswith("-----BEGIN CERTIFICATE-----")
     assert read_provenance(signed["JPEG"], trust_anchors=anchors).signature == SIGNATURE_TRUSTED
+
+
+def test_load_trust_anchors_keeps_every_certificate_and_nothing_else(tmp_path, signed, signer):
+    other_ca, _ = make_certificate_authority("Some Other CA")
+    other = other_ca.public_bytes(Encoding.PEM).decode()
+    path = tmp_path / "anchors.pem"
+    path.write_text(f"# another organisation's CA\n{other}# ours\n{signer.ca_pem}")
+    anchors = load_trust_anchors(path)
+    assert anchors == other + signer.ca_pem
+    # The signer's CA, second in the file, is an anchor all the same.
+    assert read_provenance(signed["JPEG"], trust_anchors=anchors).signature == SIGNATURE_TRUSTED
+
+
+def test_trust_anchors_file_of_exactly_the_limit_is_read_and_one_byte_more_is_not(tmp_path, signer):
+    path = tmp_path / "anchors.pem"
+    comment = "x" * (1_000_000 - len(signer.ca_pem) - 1) + "\n"
+    path.write_text(comment + signer.ca_pem)
+    assert path.stat().st_size == 1_000_000
+    assert load_trust_anchors(path) == signer.ca_pem
+    path.write_text("x" + comment + signer.ca_pem)
+    with pytest.raises(PipelineError) as raised:
+        load_trust_anchors(path)
+    assert str(raised.value) == (
+        f"trust anchors file {path} is over 1,000,000 bytes; expected a few PEM certificates"
+    )
 
 
 @pytest.mark.parametrize(

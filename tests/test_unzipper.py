@@ -120,6 +120,63 @@ def _corrupt_stored_entry(path: Path) -> Path:
     return path
 
 
+def _forged_stored_entry(path: Path, offset_after: bytes, at: int, value: bytes) -> Path:
+    """One stored entry of 4,000 bytes, with `value` written `at` bytes after the first
+    `offset_after` (a header's signature): a forged local header or central directory."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("train/REAL/a.jpg", b"A" * 4000)
+    data = bytearray(path.read_bytes())
+    start = data.find(offset_after) + at
+    data[start : start + len(value)] = value
+    path.write_bytes(bytes(data))
+    return path
+
+
+# Where the fields are: local header name at 30; central directory method at 10, sizes at 20
+# and 24.
+FORGED = {
+    "local header signature": (
+        b"PK\x03\x04",
+        0,
+        b"PK\x03\x05",
+        " is damaged (bad local file header)",
+    ),
+    "local header name": (
+        b"PK\x03\x04",
+        30 + len("train/"),
+        b"X",
+        " is damaged (file name in directory and local header differ)",
+    ),
+    "declared size": (
+        b"PK\x01\x02",
+        24,
+        (3999).to_bytes(4, "little"),
+        " is damaged (size differs from the directory's)",
+    ),
+    "entry past the archive's end": (
+        b"PK\x01\x02",
+        20,
+        (1 << 20).to_bytes(4, "little"),
+        " is truncated or damaged (the archive ends inside this entry)",
+    ),
+    "compression method": (
+        b"PK\x01\x02",
+        10,
+        (99).to_bytes(2, "little"),
+        ": That compression method is not supported",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FORGED))
+def test_a_forged_entry_is_refused_with_its_reason(case, tmp_path, capsys):
+    signature, at, value, reason = FORGED[case]
+    path = _forged_stored_entry(tmp_path / "forged.zip", signature, at, value)
+    assert data_unzipper.main([str(path), "--dest", str(tmp_path / "out"), "--quiet"]) == 1
+    assert capsys.readouterr().err == f"error: archive entry 'train/REAL/a.jpg'{reason}\n"
+    assert not (tmp_path / "out").exists()
+
+
 BAD_ARCHIVES = {
     "missing file": (lambda p: p.with_name("nowhere.zip"), [], "archive not found"),
     "a folder": (lambda p: (p.mkdir(), p)[1], [], "archive is not a file"),

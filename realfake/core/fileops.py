@@ -37,13 +37,16 @@ def open_regular_file(path: Path) -> BinaryIO:
     open descriptor, so it cannot be swapped for something else in between.
     """
     descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    handle = os.fdopen(descriptor, "rb")
-    mode = os.fstat(descriptor).st_mode
-    if not stat.S_ISREG(mode):
-        handle.close()
-        kind = next((name for test, name in _KINDS if test(mode)), "not a file")
-        raise NotRegularFile(0, f"{kind}, not a regular file")
-    return handle
+    try:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((name for test, name in _KINDS if test(mode)), "not a file")
+            raise NotRegularFile(0, f"{kind}, not a regular file")
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        # Checked before fdopen, which refuses a folder itself and leaves the descriptor open.
+        os.close(descriptor)
+        raise
 
 
 def read_regular_file(path: Path, limit: int | None = MAX_INPUT_BYTES) -> bytes:

@@ -25,7 +25,7 @@ def _inside(path: Path, folder: Path) -> bool:
 
 def project_folder() -> Path:
     """The folder holding the realfake package: the repository root of a checkout."""
-    return Path(__file__).resolve().parent.parent
+    return Path(__file__).resolve().parents[2]
 
 
 def resolve_data_root(data_root: Path) -> Path:
@@ -58,7 +58,6 @@ class DeletionBoundary:
     (data/raw) unless `allow_raw`; every check goes by where links really lead."""
 
     def __init__(self, data_root: Path, *, allow_raw: bool) -> None:
-        self.data_root = data_root
         self.root = resolve_data_root(data_root)
         self.lexical_root = Path(os.path.normpath(os.path.abspath(data_root)))
         self.raw = self.root / RAW_DIR.relative_to(DATA_DIR)
