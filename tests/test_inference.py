@@ -284,6 +284,11 @@ def test_uncertain_band_runs_grow_with_the_validation_set_and_need_their_share_w
     # The last run with two wrong answers starts at the third image and ends at the 22nd; the
     # side without images adds nothing.
     assert (band["low"], band["high"]) == (0.5, 0.5 + distance[21])
+    assert band["rule"] == (
+        "P(Fake) from 0.500 to 0.522: on each side of the threshold, the farthest point where, "
+        "of 10 (below) or 20 (above) validation images at neighbouring distances from it, at "
+        "least 10% were misclassified"
+    )
     # The run's size is each side's own 5%: 400 more images below, all right, leave it at 20.
     more = uncertain_band(
         np.concatenate([labels, np.ones(400, dtype=int)]),

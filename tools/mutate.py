@@ -59,6 +59,7 @@ MODULES = {
             "tests/test_evaluate.py::test_choose_threshold_is_not_pulled_to_the_majority_class",
             "tests/test_evaluate.py::test_choose_threshold_maximises_balanced_not_plain_accuracy",
             "tests/test_inference.py::test_uncertain_band_is_where_validation_answers_are_often_wrong",
+            "tests/test_inference.py::test_uncertain_band_confident_mistakes_on_one_side_leave_the_other_sides_verdicts",
             "tests/test_inference.py::test_uncertain_band_runs_grow_with_the_validation_set_and_need_their_share_wrong",
             "tests/test_inference.py::test_uncertain_band_needs_a_whole_run_and_stays_within_probabilities",
             "tests/test_inference.py::test_the_threshold_itself_says_fake",
@@ -68,6 +69,7 @@ MODULES = {
             "x_balanced_accuracy",
             "x_choose_threshold",
             "x_uncertain_band",
+            "x__farthest_error_run",
         ),
     ),
     "modelcard": Module("realfake/inference/modelcard.py", ("tests/test_modelcard.py",)),
@@ -200,25 +202,32 @@ def table_rows(rows: list[dict]) -> list[str]:
     return lines
 
 
-def write_summary(command: str) -> None:
-    """Rewrite the table between the markers of docs/mutation.md from every module's last run."""
-    rows = []
-    for name in MODULES:
-        saved = WORK / name / "summary.json"
-        if saved.exists():
-            rows.append(json.loads(saved.read_text(encoding="utf-8")))
-    cpu = _cpu()
-    block = [
-        TABLE_START,
-        *table_rows(rows),
-        "",
-        f"{command}, on {cpu}, at nice 10, two mutants at a time; "
-        f"{sum(row['seconds'] for row in rows) // 60} minutes in all.",
-        TABLE_END,
-    ]
+def write_summary(command: str, ran: list[str]) -> None:
+    """Rewrite the table between the markers of docs/mutation.md: the modules in `ran` from this
+    run, every other module's row as the table already had it (a fresh clone has no cache of
+    the earlier runs, so their rows live only in the table)."""
     text = SUMMARY.read_text(encoding="utf-8")
     before, _, rest = text.partition(TABLE_START)
-    _, _, after = rest.partition(TABLE_END)
+    table, _, after = rest.partition(TABLE_END)
+    kept = {
+        line.split("|")[1].strip(): line
+        for line in table.splitlines()
+        if line.startswith("| ") and line.split("|")[1].strip() in MODULES
+    }
+    rows = [json.loads((WORK / name / "summary.json").read_text(encoding="utf-8")) for name in ran]
+    for name, line in zip(ran, table_rows(rows)[2:], strict=True):
+        kept[name] = line
+    seconds = sum(row["seconds"] for row in rows)
+    block = [
+        TABLE_START,
+        *table_rows([])[:2],
+        *(kept[name] for name in MODULES if name in kept),
+        "",
+        f"Latest: {command}, on {_cpu()}, at nice 10, two mutants at a time; "
+        f"{seconds // 60} min {seconds % 60:02d} s in all. The other rows are from the runs "
+        "named above the table.",
+        TABLE_END,
+    ]
     SUMMARY.write_text(before + "\n".join(block) + after, encoding="utf-8")
 
 
@@ -261,11 +270,10 @@ def main(argv: list[str] | None = None) -> int:
         for survivor in row["survivors"]:
             print(f"  survived: {survivor}")
     if args.summary:
-        if args.no_run:
-            write_summary("Each module's latest run of `make mutate`")
-        else:
-            chosen = f" MODULES='{' '.join(args.modules)}'" if args.modules else ""
-            write_summary(f"Last run: `make mutate{chosen}`")
+        names = args.modules or list(MODULES)
+        ran = [name for name in names if (WORK / name / "summary.json").exists()]
+        chosen = f" MODULES='{' '.join(args.modules)}'" if args.modules else ""
+        write_summary(f"`make mutate{chosen}`", ran)
     return 0
 
 
