@@ -37,8 +37,9 @@ def balanced_accuracy(labels: np.ndarray, probability_fake: np.ndarray, threshol
     """Mean of the per-class accuracies at this threshold."""
     is_fake = np.asarray(labels) == FAKE_INDEX
     says_fake = predicted_fake(probability_fake, threshold)
-    rates = [np.mean(says_fake[is_fake]), np.mean(~says_fake[~is_fake])]
-    return float(np.mean([rate for rate in rates if not math.isnan(rate)]))
+    # A class without images has no accuracy of its own (and no mean to warn about).
+    rates = [np.mean(right) for right in (says_fake[is_fake], ~says_fake[~is_fake]) if right.size]
+    return float(np.mean(rates))
 
 
 def choose_threshold(labels: np.ndarray, probability_fake: np.ndarray) -> float:
