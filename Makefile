@@ -52,10 +52,11 @@ demo-serve: setup
 	@if [ -n "$(SERVE)" ]; then cd $(DEMO_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/app.py; \
 	else echo "serve it: cd $(DEMO_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/app.py   (or make demo-serve SERVE=1), then open http://127.0.0.1:5000/"; fi
 
-# Scores the competition's unlabelled test images, then fills its sample submission from those rows.
+# Scores the competition's unlabelled test images into its sample submission, in one run.
 demo-predict: setup
-	cd $(DEMO_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/predict.py data/raw/fake_or_real/test/images --output predictions/test_images.csv --quiet
-	cd $(DEMO_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/predict.py --merge predictions/submission.csv predictions/test_images.csv --submission data/raw/fake_or_real/test/sample_submission.csv
+	cd $(DEMO_DIR) && $(CURDIR)/$(PYTHON) $(CURDIR)/predict.py data/raw/fake_or_real/test/images \
+		--submission data/raw/fake_or_real/test/sample_submission.csv \
+		--output predictions/submission.csv
 
 # The reference model: the real CIFAKE archive, prepared by the stage scripts, trained from scratch
 # with the recipe of docs/results.md (--recipe cifake, realfake/training/settings.py; about two
