@@ -596,3 +596,44 @@ def test_a_files_probability_does_not_depend_on_the_other_files_of_the_run(
         batch.predict(one, classifier=classifier)
         alone[path] = read_rows(single)[0]["probability_fake"]
     assert alone == together
+
+
+def _make_recipe(target: str) -> list[str]:
+    """The command lines of a Makefile target's recipe, continuation lines joined."""
+    lines = (Path(predict.__file__).resolve().parent / "Makefile").read_text().splitlines()
+    start = lines.index(f"{target}: setup") + 1
+    recipe = []
+    for line in lines[start:]:
+        if not line.startswith("\t"):
+            break
+        recipe.append(line.strip())
+    return " ".join(recipe).replace("\\ ", "").split("cd $(DEMO_DIR) && ")[1:]
+
+
+def test_make_demo_predict_runs_as_the_makefile_writes_it(saved_model, tmp_path):
+    """make demo's last step, run as written (with this interpreter) on a demo-shaped folder."""
+    demo = tmp_path / "demo"
+    images = demo / "data" / "raw" / "fake_or_real" / "test" / "images"
+    for index in range(3):
+        write_image(images / f"test_{index:05d}.png", seed=300 + index, size=40)
+    ids = ["test_00002.png", "test_00000.png", "test_00001.png"]
+    sample = images.parent / "sample_submission.csv"
+    sample.write_text("ImageId,Answer\n" + "".join(f"{i},\n" for i in ids))
+    (demo / "models").mkdir()
+    shutil.copy(saved_model, demo / "models" / "ai_real_image_classifier_resnet101.h5")
+    shutil.copy(
+        saved_model.with_suffix(".json"),
+        demo / "models" / "ai_real_image_classifier_resnet101.json",
+    )
+
+    repo = Path(predict.__file__).resolve().parent
+    for command in _make_recipe("demo-predict"):
+        command = command.replace("$(CURDIR)/$(PYTHON)", sys.executable).replace(
+            "$(CURDIR)", str(repo)
+        )
+        result = subprocess.run(command, shell=True, cwd=demo, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+    with open(demo / "predictions" / "submission.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["ImageId"] for row in rows] == ids
+    assert {row["Answer"] for row in rows} <= {"0", "1"}
