@@ -42,16 +42,12 @@ def cumulative_band(labels, probability, threshold, error_rate=0.1, min_images=1
 def symmetric_band(labels, probability, threshold, error_rate=0.1, min_images=10) -> float:
     """The replaced rule's half-width: runs of neighbours (5% of all images) over both sides at
     once, ranked by distance alone, so the band is as wide below the threshold as above it."""
-    from realfake.evaluation.metrics import predicted_fake
+    from realfake.evaluation.metrics import farthest_error_run, predicted_fake
     from realfake.inference.classifier import FAKE_INDEX
 
-    distance = np.abs(probability - threshold)
-    order = np.argsort(distance, kind="stable")
-    wrong = (predicted_fake(probability, threshold) != (labels == FAKE_INDEX))[order]
-    window = max(min_images, int(np.ceil(0.05 * len(order))))
-    errors = np.convolve(wrong.astype(np.int64), np.ones(window, np.int64), mode="valid")
-    qualifying = np.nonzero(errors >= error_rate * window)[0]
-    return float(distance[order][qualifying[-1] + window - 1]) if qualifying.size else 0.0
+    wrong = predicted_fake(probability, threshold) != (labels == FAKE_INDEX)
+    window = max(min_images, int(np.ceil(0.05 * len(labels))))
+    return farthest_error_run(np.abs(probability - threshold), wrong, window, error_rate)
 
 
 def main() -> None:

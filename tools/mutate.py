@@ -69,7 +69,7 @@ MODULES = {
             "x_balanced_accuracy",
             "x_choose_threshold",
             "x_uncertain_band",
-            "x__farthest_error_run",
+            "x_farthest_error_run",
         ),
     ),
     "modelcard": Module("realfake/inference/modelcard.py", ("tests/test_modelcard.py",)),
@@ -188,18 +188,18 @@ def run(name: str, module: Module, children: int) -> dict:
     return row
 
 
-def table_rows(rows: list[dict]) -> list[str]:
-    lines = [
-        "| module | file | mutants | killed | survived | no tests | time |",
-        "|---|---|---:|---:|---:|---:|---:|",
-    ]
-    for row in rows:
-        minutes, seconds = divmod(row["seconds"], 60)
-        lines.append(
-            f"| {row['module']} | `{row['source']}` | {row['mutants']:,} | {row['killed']:,} | "
-            f"{row['survived']:,} | {row['no tests']:,} | {minutes}m {seconds:02d}s |"
-        )
-    return lines
+TABLE_HEADER = [
+    "| module | file | mutants | killed | survived | no tests | time |",
+    "|---|---|---:|---:|---:|---:|---:|",
+]
+
+
+def table_row(row: dict) -> str:
+    minutes, seconds = divmod(row["seconds"], 60)
+    return (
+        f"| {row['module']} | `{row['source']}` | {row['mutants']:,} | {row['killed']:,} | "
+        f"{row['survived']:,} | {row['no tests']:,} | {minutes}m {seconds:02d}s |"
+    )
 
 
 def write_summary(command: str, ran: list[str]) -> None:
@@ -215,12 +215,11 @@ def write_summary(command: str, ran: list[str]) -> None:
         if line.startswith("| ") and line.split("|")[1].strip() in MODULES
     }
     rows = [json.loads((WORK / name / "summary.json").read_text(encoding="utf-8")) for name in ran]
-    for name, line in zip(ran, table_rows(rows)[2:], strict=True):
-        kept[name] = line
+    kept.update((row["module"], table_row(row)) for row in rows)
     seconds = sum(row["seconds"] for row in rows)
     block = [
         TABLE_START,
-        *table_rows([])[:2],
+        *TABLE_HEADER,
         *(kept[name] for name in MODULES if name in kept),
         "",
         f"Latest: {command}, on {_cpu()}, at nice 10, two mutants at a time; "

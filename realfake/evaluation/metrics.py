@@ -87,7 +87,7 @@ def uncertain_band(
     reach, windows = {}, {}
     for side, on_side in (("low", ~says_fake), ("high", says_fake)):
         windows[side] = max(min_images, math.ceil(window_share * int(on_side.sum())))
-        reach[side] = _farthest_error_run(
+        reach[side] = farthest_error_run(
             distance[on_side], wrong[on_side], windows[side], error_rate
         )
     low = max(0.0, threshold - reach["low"])
@@ -104,7 +104,7 @@ def uncertain_band(
     }
 
 
-def _farthest_error_run(
+def farthest_error_run(
     distance: np.ndarray, wrong: np.ndarray, window: int, error_rate: float
 ) -> float:
     """The distance at which the farthest run of `window` neighbours, ranked by distance, with
